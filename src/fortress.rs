@@ -1,0 +1,258 @@
+//! The three handles: `Fortress` (the worker), `Guard` and `Guest`.
+
+use crate::abort::Abort;
+use crate::error::{BoxError, Error};
+use crate::gate::Gate;
+use crate::sync::Arc;
+use crate::visit::{OwnedVisit, Visit};
+use crate::worker::Worker;
+use core::fmt;
+
+/// A fortress: a gate that a [`Guard`] opens and closes and [`Guest`]s visit.
+///
+/// A new fortress is **locked**. Clones share one fortress. As a [`Worker`], `kill`
+/// shuts it down for good (every waiting and later call answers
+/// [`Error::Shutdown`]) and `wait` returns once it is killed and no visit runs.
+///
+/// ```
+/// use fortress::{Abort, Fortress, Worker};
+///
+/// let fortress = Fortress::new();
+/// assert!(fortress.is_locked());
+/// fortress.guard().unlock()?;
+/// assert_eq!(fortress.guest().visit(|| 41 + 1, &Abort::never())?, 42);
+/// fortress.kill();
+/// fortress.wait().unwrap();
+/// # Ok::<(), fortress::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Fortress {
+    gate: Arc<Gate>,
+}
+
+/// Opens ([`unlock`](Guard::unlock)) and closes ([`lockdown`](Guard::lockdown)) a
+/// fortress.
+///
+/// Guards can be cloned and used from several threads at once: that is memory-safe and
+/// never deadlocks, and the last operation decides the state. A `lockdown` that
+/// returns `Ok` guarantees that at some instant during the call the fortress was locked
+/// with no visit inside; if another guard unlocks meanwhile, the pending lockdown keeps
+/// waiting.
+///
+/// ```
+/// use fortress::{Abort, Fortress};
+///
+/// let fortress = Fortress::new();
+/// let guard = fortress.guard();
+/// guard.unlock()?;
+/// guard.lockdown(&Abort::never())?; // no visit inside: returns at once
+/// assert!(fortress.is_locked());
+/// # Ok::<(), fortress::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Guard {
+    gate: Arc<Gate>,
+}
+
+/// Visits a fortress while it is unlocked, concurrently with other guests.
+///
+/// A visit that calls [`Guard::lockdown`] on its own fortress, or visits it again while
+/// a lockdown is pending, deadlocks (or waits until its abort fires), as a read lock
+/// re-taken under a waiting writer would.
+///
+/// ```
+/// use fortress::{Abort, Fortress};
+///
+/// let fortress = Fortress::new();
+/// fortress.guard().unlock()?;
+/// let guest = fortress.guest();
+/// let len = guest.visit(|| "/var/lib/juju/charm".len(), &Abort::never())?;
+/// assert_eq!(len, "/var/lib/juju/charm".len());
+/// # Ok::<(), fortress::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Guest {
+    gate: Arc<Gate>,
+}
+
+impl Fortress {
+    /// A new fortress, locked.
+    pub fn new() -> Fortress {
+        Fortress {
+            gate: Arc::new(Gate::new()),
+        }
+    }
+
+    /// A guard of this fortress.
+    pub fn guard(&self) -> Guard {
+        Guard {
+            gate: Arc::clone(&self.gate),
+        }
+    }
+
+    /// A guest of this fortress.
+    pub fn guest(&self) -> Guest {
+        Guest {
+            gate: Arc::clone(&self.gate),
+        }
+    }
+
+    /// Whether the gate is closed right now (a snapshot). `kill` leaves this as the
+    /// last guard left it.
+    ///
+    /// ```
+    /// let fortress = fortress::Fortress::new();
+    /// assert!(fortress.is_locked());
+    /// fortress.guard().unlock()?;
+    /// assert!(!fortress.is_locked());
+    /// # Ok::<(), fortress::Error>(())
+    /// ```
+    pub fn is_locked(&self) -> bool {
+        self.gate.snapshot().locked()
+    }
+
+    /// How many visits are inside right now (a snapshot; a guest that is bouncing off
+    /// a closed gate counts for an instant).
+    ///
+    /// ```
+    /// use fortress::{Abort, Fortress};
+    ///
+    /// let fortress = Fortress::new();
+    /// fortress.guard().unlock()?;
+    /// let guest = fortress.guest();
+    /// let n = guest.visit(|| fortress.guests(), &Abort::never())?;
+    /// assert_eq!((n, fortress.guests()), (1, 0));
+    /// # Ok::<(), fortress::Error>(())
+    /// ```
+    pub fn guests(&self) -> u64 {
+        self.gate.snapshot().guests()
+    }
+}
+
+impl Default for Fortress {
+    fn default() -> Fortress {
+        Fortress::new()
+    }
+}
+
+impl Worker for Fortress {
+    /// Shuts the fortress down for good: waiting visits and lockdowns wake and return
+    /// [`Error::Shutdown`], and so does every later call. Visits already running go
+    /// on.
+    fn kill(&self) {
+        self.gate.kill();
+    }
+
+    /// Blocks until the fortress is killed and no visit is running; then `Ok(())`.
+    fn wait(&self) -> Result<(), BoxError> {
+        self.gate.wait_done();
+        Ok(())
+    }
+}
+
+impl Guard {
+    /// Opens the gate: every waiting and later visit goes in. Does nothing on an
+    /// unlocked fortress.
+    ///
+    /// # Errors
+    /// [`Error::Shutdown`] once the fortress is killed (the state is left as it was).
+    pub fn unlock(&self) -> Result<(), Error> {
+        self.gate.unlock()
+    }
+
+    /// Closes the gate to new visits at once, then waits until the visits inside have
+    /// finished. On `Ok` the guard has exclusive access until it calls
+    /// [`unlock`](Guard::unlock). With no visit inside it returns `Ok` without
+    /// waiting, even if `abort` has fired.
+    ///
+    /// # Errors
+    /// * [`Error::Aborted`] if it had to wait and `abort` fired: the gate **stays
+    ///   closed** and the visits inside go on; a later `unlock` reopens it.
+    /// * [`Error::Shutdown`] if the fortress is, or while waiting gets, killed.
+    ///
+    /// ```
+    /// use fortress::{Abort, Error, Fortress};
+    ///
+    /// let fortress = Fortress::new();
+    /// let guard = fortress.guard();
+    /// guard.unlock()?;
+    /// let guest = fortress.guest();
+    /// let visit = guest.enter(&Abort::never())?;
+    /// let abort = Abort::new();
+    /// abort.abort();
+    /// assert_eq!(guard.lockdown(&abort), Err(Error::Aborted));
+    /// assert!(fortress.is_locked(), "an aborted lockdown still locks");
+    /// drop(visit);
+    /// guard.lockdown(&abort)?; // empty now: no wait, so the abort does not matter
+    /// # Ok::<(), fortress::Error>(())
+    /// ```
+    #[inline]
+    pub fn lockdown(&self, abort: &Abort) -> Result<(), Error> {
+        self.gate.lockdown(abort)
+    }
+}
+
+impl Guest {
+    /// Waits until the fortress is unlocked, then runs `f` as a visit and returns its
+    /// value. The closure's own errors travel inside `T`.
+    ///
+    /// If `f` panics, the visit ends during unwinding (a waiting lockdown completes)
+    /// and the panic propagates; nothing is poisoned.
+    ///
+    /// # Errors
+    /// * [`Error::Aborted`] if it had to wait and `abort` fired first; `f` never ran.
+    /// * [`Error::Shutdown`] if the fortress is, or while waiting gets, killed.
+    #[inline]
+    pub fn visit<T>(&self, f: impl FnOnce() -> T, abort: &Abort) -> Result<T, Error> {
+        let _visit = self.enter(abort)?;
+        Ok(f())
+    }
+
+    /// Waits until the fortress is unlocked, then starts a visit that lasts until the
+    /// returned [`Visit`] is dropped.
+    ///
+    /// # Errors
+    /// As [`Guest::visit`].
+    #[inline]
+    pub fn enter(&self, abort: &Abort) -> Result<Visit<'_>, Error> {
+        self.gate.enter(abort)?;
+        Ok(Visit::new(&self.gate))
+    }
+
+    /// As [`Guest::enter`], but the visit owns a handle to the fortress, so it can
+    /// outlive this `Guest`.
+    ///
+    /// # Errors
+    /// As [`Guest::visit`].
+    pub fn enter_owned(&self, abort: &Abort) -> Result<OwnedVisit, Error> {
+        self.gate.enter(abort)?;
+        Ok(OwnedVisit::new(Arc::clone(&self.gate)))
+    }
+
+    /// Starts a visit if the fortress is unlocked right now; never waits. `None` if it
+    /// is locked or killed.
+    ///
+    /// ```
+    /// let fortress = fortress::Fortress::new();
+    /// let guest = fortress.guest();
+    /// assert!(guest.try_enter().is_none(), "a new fortress is locked");
+    /// fortress.guard().unlock()?;
+    /// assert!(guest.try_enter().is_some());
+    /// # Ok::<(), fortress::Error>(())
+    /// ```
+    #[inline]
+    pub fn try_enter(&self) -> Option<Visit<'_>> {
+        self.gate.try_enter().then(|| Visit::new(&self.gate))
+    }
+}
+
+macro_rules! debug_as_state {
+    ($($handle:ident),*) => {$(
+        impl fmt::Debug for $handle {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_tuple(stringify!($handle)).field(&self.gate.snapshot()).finish()
+            }
+        }
+    )*};
+}
+debug_as_state!(Fortress, Guard, Guest);

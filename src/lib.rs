@@ -1,0 +1,29 @@
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs, missing_debug_implementations)]
+#![forbid(unsafe_code)]
+
+mod abort;
+mod error;
+mod fortress;
+mod gate;
+mod manifold;
+mod occupy;
+mod state;
+mod sync;
+mod visit;
+mod worker;
+
+pub use abort::Abort;
+pub use error::{is_fortress_error, BoxError, Error};
+pub use fortress::{Fortress, Guard, Guest};
+pub use manifold::{manifold, Manifold};
+pub use occupy::{occupy, Occupied, OccupyError};
+pub use visit::{OwnedVisit, Visit};
+pub use worker::Worker;
+
+/// The pure state-word type, for the fuzz targets and model tests. Not a stable API.
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::state::*;
+}

@@ -1,0 +1,396 @@
+//! The state word: one `u64` that says whether the gate is closed, whether the
+//! fortress is shut down, how many guests are inside and who may be asleep.
+//!
+//! Everything here is pure arithmetic on a `Copy` snapshot; the atomics live in
+//! `gate.rs`. Keeping the two apart lets the transitions be unit-tested and fuzzed
+//! against a plain reference model.
+//!
+//! # Layout
+//!
+//! | bits   | name            | meaning while set                                               |
+//! |--------|-----------------|-----------------------------------------------------------------|
+//! | 0      | `LOCKED`        | the gate is closed: new visits wait (set by `lockdown`)         |
+//! | 1      | `SHUTDOWN`      | the fortress was killed; permanent                              |
+//! | 2      | `GATE_WAITERS`  | guests may be asleep, waiting for `unlock`                      |
+//! | 3      | `DRAIN_WAITERS` | lockdowns may be asleep, waiting for the last guest to leave    |
+//! | 4      | `DONE_WAITERS`  | `wait` callers may be asleep, waiting for shutdown and no guest |
+//! | 5..=63 | guest count     | visits inside, plus guests that are about to back out           |
+//!
+//! The count sits above the flags, so adding or removing a guest never carries into or
+//! borrows from a flag: a decrement only follows its own increment, so the count never
+//! goes below zero, and the top bit of the count ([`OVERFLOW`]) is a guard that stops
+//! admissions long before a carry could leave the word.
+//!
+//! # The waking rule
+//!
+//! Each kind of sleeper has a flag here and a futex in the gate. A flag is set only by a
+//! thread that is about to sleep, while its condition does not hold. Every transition
+//! ends with [`State::settled`], which clears each flag whose sleepers' condition now
+//! holds, and whoever clears a flag wakes that futex ([`State::woken_by`]). So `unlock`,
+//! `lockdown` and leaving a visit make no system call while the flags are clear, and a
+//! pending `wait` costs the guard nothing.
+
+use core::fmt;
+
+/// Bit 0: the gate is closed.
+pub const LOCKED: u64 = 1 << 0;
+/// Bit 1: the fortress was killed.
+pub const SHUTDOWN: u64 = 1 << 1;
+/// Bit 2: guests may sleep on the gate futex. Their condition: the gate is open, or
+/// the fortress is killed.
+pub const GATE_WAITERS: u64 = 1 << 2;
+/// Bit 3: lockdowns may sleep on the drain futex. Their condition: the gate is closed
+/// with no guest inside, or the fortress is killed.
+pub const DRAIN_WAITERS: u64 = 1 << 3;
+/// Bit 4: `wait` callers may sleep on the done futex. Their condition: the fortress is
+/// killed with no guest inside.
+pub const DONE_WAITERS: u64 = 1 << 4;
+
+/// All waiter flags.
+pub const WAITERS: u64 = GATE_WAITERS | DRAIN_WAITERS | DONE_WAITERS;
+/// All flag bits; the guest count lives above them.
+pub const FLAGS: u64 = LOCKED | SHUTDOWN | WAITERS;
+/// The lowest bit of the guest count.
+pub const COUNT_SHIFT: u32 = FLAGS.count_ones();
+/// One guest, as added to the word.
+pub const ONE_GUEST: u64 = 1 << COUNT_SHIFT;
+/// The top bit of the count. A count that reaches it (2^58 guests) stops admissions:
+/// the process aborts before the count could ever wrap.
+pub const OVERFLOW: u64 = 1 << (u64::BITS - 1);
+/// The most guests a fortress admits.
+pub const MAX_GUESTS: u64 = OVERFLOW >> COUNT_SHIFT;
+
+/// A kind of sleeper: each has a flag here and a futex in the gate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Waiters {
+    /// Guests waiting for `unlock`.
+    Gate,
+    /// Lockdowns waiting for the last guest to leave.
+    Drain,
+    /// `wait` callers waiting for shutdown with no guest inside.
+    Done,
+}
+
+impl Waiters {
+    /// Every kind, in flag order.
+    pub const ALL: [Waiters; 3] = [Waiters::Gate, Waiters::Drain, Waiters::Done];
+
+    /// The flag that says sleepers of this kind may exist.
+    #[inline]
+    pub const fn flag(self) -> u64 {
+        match self {
+            Waiters::Gate => GATE_WAITERS,
+            Waiters::Drain => DRAIN_WAITERS,
+            Waiters::Done => DONE_WAITERS,
+        }
+    }
+}
+
+/// The futexes a transition must wake: the waiter flags it cleared.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Wake(pub u64);
+
+impl Wake {
+    /// Nobody to wake: the common case, tested on the fast paths.
+    #[inline]
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Sleepers of this kind must be woken.
+    #[inline]
+    pub const fn contains(self, waiters: Waiters) -> bool {
+        self.0 & waiters.flag() != 0
+    }
+}
+
+/// A snapshot of the state word.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct State(pub u64);
+
+impl State {
+    /// A new fortress: locked, alive, empty, nobody asleep.
+    pub const NEW: State = State(LOCKED);
+
+    /// The gate is closed.
+    #[inline]
+    pub const fn locked(self) -> bool {
+        self.0 & LOCKED != 0
+    }
+
+    /// The fortress was killed.
+    #[inline]
+    pub const fn shut_down(self) -> bool {
+        self.0 & SHUTDOWN != 0
+    }
+
+    /// Sleepers of the given kind may exist.
+    #[inline]
+    pub const fn has_waiters(self, waiters: Waiters) -> bool {
+        self.0 & waiters.flag() != 0
+    }
+
+    /// Guests inside, counting those about to back out.
+    #[inline]
+    pub const fn guests(self) -> u64 {
+        self.0 >> COUNT_SHIFT
+    }
+
+    /// Read on the value *before* an optimistic increment: the guest that made it is in.
+    /// One mask test covers the closed gate, shutdown and the overflow guard.
+    #[inline]
+    pub const fn admits(self) -> bool {
+        self.0 & (LOCKED | SHUTDOWN | OVERFLOW) == 0
+    }
+
+    /// The count has reached [`MAX_GUESTS`]: admitting one more guest is refused.
+    #[inline]
+    pub const fn overflowed(self) -> bool {
+        self.0 & OVERFLOW != 0
+    }
+
+    /// Whether sleepers of this kind would stop waiting in this state.
+    #[inline]
+    pub const fn satisfies(self, waiters: Waiters) -> bool {
+        let empty = self.guests() == 0;
+        match waiters {
+            Waiters::Gate => !self.locked() || self.shut_down(),
+            Waiters::Drain => self.shut_down() || (self.locked() && empty),
+            Waiters::Done => self.shut_down() && empty,
+        }
+    }
+
+    /// Clears the flag of every kind of sleeper whose condition holds.
+    #[inline]
+    pub const fn settled(self) -> State {
+        let mut clear = 0;
+        let mut i = 0;
+        while i < Waiters::ALL.len() {
+            let waiters = Waiters::ALL[i];
+            if self.satisfies(waiters) {
+                clear |= waiters.flag();
+            }
+            i += 1;
+        }
+        State(self.0 & !clear)
+    }
+
+    /// Leaving may have to wake drain or done sleepers: this was the last guest and
+    /// one of their flags is set. Read on the value before the decrement.
+    #[inline]
+    pub const fn last_out_wakes(self) -> bool {
+        self.guests() == 1 && self.0 & (DRAIN_WAITERS | DONE_WAITERS) != 0
+    }
+
+    /// One more guest. The caller has checked [`State::overflowed`].
+    #[inline]
+    pub const fn with_guest(self) -> State {
+        State(self.0 + ONE_GUEST)
+    }
+
+    /// One guest fewer; the caller settles afterwards. Panics (in debug) if nobody is
+    /// inside.
+    #[cfg_attr(not(any(test, feature = "internals")), allow(dead_code))]
+    #[inline]
+    pub fn without_guest(self) -> State {
+        debug_assert!(
+            self.guests() > 0,
+            "a guest left a fortress with nobody inside"
+        );
+        State(self.0 - ONE_GUEST)
+    }
+
+    /// `lockdown`: close the gate.
+    #[inline]
+    pub const fn locked_down(self) -> State {
+        State(self.0 | LOCKED).settled()
+    }
+
+    /// `unlock`: open the gate.
+    #[inline]
+    pub const fn unlocked(self) -> State {
+        State(self.0 & !LOCKED).settled()
+    }
+
+    /// `kill`: shut down for good. The lock bit is left as it was.
+    #[inline]
+    pub const fn killed(self) -> State {
+        State(self.0 | SHUTDOWN).settled()
+    }
+
+    /// A sleeper of the given kind announces itself.
+    #[inline]
+    pub const fn with_waiters(self, waiters: Waiters) -> State {
+        State(self.0 | waiters.flag())
+    }
+
+    /// The futexes that the transition `self -> new` must wake: those whose flag it
+    /// cleared.
+    #[inline]
+    pub const fn woken_by(self, new: State) -> Wake {
+        Wake(self.0 & !new.0 & WAITERS)
+    }
+
+    /// The invariant of every settled state: no flag stands for sleepers whose
+    /// condition holds (they would never be woken).
+    pub fn check_invariants(self) -> Result<(), &'static str> {
+        match Waiters::ALL
+            .into_iter()
+            .find(|&w| self.has_waiters(w) && self.satisfies(w))
+        {
+            Some(Waiters::Gate) => Err("guests asleep on an open or killed fortress"),
+            Some(Waiters::Drain) => Err("lockdowns asleep though they could return"),
+            Some(Waiters::Done) => Err("wait callers asleep though they could return"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl fmt::Debug for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("State")
+            .field("locked", &self.locked())
+            .field("shut_down", &self.shut_down())
+            .field("guests", &self.guests())
+            .field("gate_waiters", &self.has_waiters(Waiters::Gate))
+            .field("drain_waiters", &self.has_waiters(Waiters::Drain))
+            .field("done_waiters", &self.has_waiters(Waiters::Done))
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL_FLAG_COMBINATIONS: core::ops::RangeInclusive<u64> = 0..=FLAGS;
+
+    #[test]
+    fn layout_is_derived_and_disjoint() {
+        assert_eq!(FLAGS, 0b1_1111);
+        assert_eq!(COUNT_SHIFT, 5);
+        assert_eq!(ONE_GUEST & FLAGS, 0);
+        assert_eq!(MAX_GUESTS, 1 << 58);
+        assert_eq!(OVERFLOW & FLAGS, 0);
+    }
+
+    #[test]
+    fn a_new_fortress_is_locked_alive_and_empty() {
+        let s = State::NEW;
+        assert!(s.locked() && !s.shut_down());
+        assert_eq!(s.guests(), 0);
+        assert!(s.check_invariants().is_ok());
+    }
+
+    #[test]
+    fn count_changes_never_touch_the_flags() {
+        for flags in ALL_FLAG_COMBINATIONS {
+            let mut s = State(flags);
+            for n in 1..=1000 {
+                s = s.with_guest();
+                assert_eq!(s.0 & FLAGS, flags);
+                assert_eq!(s.guests(), n);
+            }
+            for n in (0..1000).rev() {
+                s = s.without_guest();
+                assert_eq!(s.0 & FLAGS, flags);
+                assert_eq!(s.guests(), n);
+            }
+        }
+    }
+
+    #[test]
+    fn the_overflow_guard_refuses_admission_before_the_count_can_wrap() {
+        let below = State((MAX_GUESTS - 1) << COUNT_SHIFT);
+        assert!(below.admits(), "the last guest below the limit is admitted");
+        let at_limit = below.with_guest();
+        assert_eq!(at_limit.guests(), MAX_GUESTS);
+        assert!(at_limit.overflowed() && !at_limit.admits());
+        // Even the increment of a refused guest keeps the flags intact.
+        let past = at_limit.with_guest();
+        assert_eq!(past.0 & FLAGS, 0);
+    }
+
+    #[test]
+    fn admits_only_an_open_live_fortress() {
+        for flags in ALL_FLAG_COMBINATIONS {
+            let s = State(flags | (3 << COUNT_SHIFT));
+            assert_eq!(s.admits(), flags & (LOCKED | SHUTDOWN) == 0, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn unlock_wakes_gate_waiters_only() {
+        let s = State(LOCKED | GATE_WAITERS | DRAIN_WAITERS | DONE_WAITERS | ONE_GUEST);
+        let n = s.unlocked();
+        assert!(!n.locked());
+        assert_eq!(s.woken_by(n), Wake(GATE_WAITERS));
+    }
+
+    #[test]
+    fn lockdown_of_an_empty_fortress_wakes_pending_lockdowns_but_not_wait() {
+        let empty = State(DRAIN_WAITERS | DONE_WAITERS);
+        let n = empty.locked_down();
+        assert!(n.locked() && n.guests() == 0);
+        assert_eq!(empty.woken_by(n), Wake(DRAIN_WAITERS));
+
+        let busy = State(DRAIN_WAITERS | ONE_GUEST);
+        assert!(busy.woken_by(busy.locked_down()).is_empty());
+    }
+
+    #[test]
+    fn kill_wakes_gate_and_drain_and_keeps_the_lock_bit() {
+        for flags in ALL_FLAG_COMBINATIONS {
+            let s = State(flags | ONE_GUEST);
+            let n = s.killed();
+            assert!(n.shut_down());
+            assert_eq!(n.locked(), s.locked());
+            assert_eq!(n.guests(), 1);
+            // With a guest inside, `wait` callers keep sleeping until it leaves.
+            assert_eq!(s.woken_by(n), Wake(flags & (GATE_WAITERS | DRAIN_WAITERS)));
+        }
+        let empty = State(DONE_WAITERS);
+        assert_eq!(empty.woken_by(empty.killed()), Wake(DONE_WAITERS));
+    }
+
+    #[test]
+    fn the_last_guest_out_wakes_only_sleepers_that_can_proceed() {
+        let cases = [
+            (LOCKED | DRAIN_WAITERS, Wake(DRAIN_WAITERS)),
+            (DRAIN_WAITERS, Wake(0)), // gate reopened: the lockdown keeps waiting
+            (SHUTDOWN | DONE_WAITERS, Wake(DONE_WAITERS)),
+            (DONE_WAITERS, Wake(0)),
+            (LOCKED | DONE_WAITERS, Wake(0)),
+        ];
+        for (flags, wake) in cases {
+            let before = State(flags | ONE_GUEST);
+            assert!(before.last_out_wakes());
+            let left = before.without_guest();
+            assert_eq!(left.woken_by(left.settled()), wake, "{before:?}");
+        }
+        assert!(!State(LOCKED | DRAIN_WAITERS | (2 * ONE_GUEST)).last_out_wakes());
+        assert!(!State(LOCKED | GATE_WAITERS | ONE_GUEST).last_out_wakes());
+    }
+
+    #[test]
+    fn settled_states_satisfy_the_invariants() {
+        for flags in ALL_FLAG_COMBINATIONS {
+            for guests in 0..3 {
+                let s = State(flags | (guests << COUNT_SHIFT)).settled();
+                assert_eq!(s.check_invariants(), Ok(()), "{s:?}");
+                assert_eq!(s.settled(), s, "settling twice changes nothing");
+            }
+        }
+        assert!(State(GATE_WAITERS).check_invariants().is_err());
+    }
+
+    #[test]
+    fn debug_decodes_the_word() {
+        let s = State(LOCKED | GATE_WAITERS | (2 * ONE_GUEST));
+        assert_eq!(
+            format!("{s:?}"),
+            "State { locked: true, shut_down: false, guests: 2, gate_waiters: true, \
+             drain_waiters: false, done_waiters: false }"
+        );
+    }
+}

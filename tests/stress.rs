@@ -1,0 +1,149 @@
+//! Many threads, many cycles: the guard's exclusive phase never overlaps a visit, and
+//! racing guards never deadlock.
+
+mod common;
+
+use common::within;
+use fortress::{Abort, Error, Fortress, Worker};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+use std::thread;
+
+const CYCLES: u64 = if cfg!(miri) { 30 } else { 5_000 };
+const GUESTS: usize = 3;
+
+#[test]
+fn lockdown_cycles_never_overlap_a_visit() {
+    let fortress = Fortress::new();
+    let exclusive = Arc::new(AtomicBool::new(false));
+    let inside = Arc::new(AtomicUsize::new(0));
+    // The "directory": two words the guard rewrites together while exclusive.
+    let version = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+    let done = Abort::new();
+    let visits = Arc::new(AtomicU64::new(0));
+
+    let guests: Vec<_> = (0..GUESTS)
+        .map(|_| {
+            let (guest, exclusive, inside, version, done, visits) = (
+                fortress.guest(),
+                exclusive.clone(),
+                inside.clone(),
+                version.clone(),
+                done.clone(),
+                visits.clone(),
+            );
+            thread::spawn(move || loop {
+                let seen = guest.visit(
+                    || {
+                        inside.fetch_add(1, SeqCst);
+                        assert!(!exclusive.load(SeqCst), "a visit overlapped the guard");
+                        let a = version[0].load(SeqCst);
+                        thread::yield_now();
+                        let b = version[1].load(SeqCst);
+                        assert!(!exclusive.load(SeqCst), "a visit overlapped the guard");
+                        inside.fetch_sub(1, SeqCst);
+                        (a, b)
+                    },
+                    &done,
+                );
+                match seen {
+                    Ok((a, b)) => {
+                        assert_eq!(a, b, "torn read");
+                        visits.fetch_add(1, SeqCst);
+                    }
+                    Err(Error::Aborted) => return,
+                    Err(other) => panic!("unexpected {other}"),
+                }
+            })
+        })
+        .collect();
+
+    let guard = fortress.guard();
+    let (ex, ins, ver) = (exclusive.clone(), inside.clone(), version.clone());
+    let stopper = done.clone();
+    let admitted = visits.clone();
+    let cycles = within("guard cycles", move || {
+        for cycle in 1..=CYCLES {
+            guard.lockdown(&Abort::never()).unwrap();
+            ex.store(true, SeqCst);
+            assert_eq!(ins.load(SeqCst), 0, "lockdown returned with a visit inside");
+            ver[0].store(cycle, SeqCst);
+            ver[1].store(cycle, SeqCst);
+            ex.store(false, SeqCst);
+            guard.unlock().unwrap();
+            // Let some guests in before the next lockdown (bounded: guests may be
+            // slow to wake on a loaded machine).
+            let before = admitted.load(SeqCst);
+            for _ in 0..50 {
+                if admitted.load(SeqCst) > before {
+                    break;
+                }
+                thread::yield_now();
+            }
+        }
+        // Close for good, then release the guests that wait at the gate.
+        guard.lockdown(&Abort::never()).unwrap();
+        stopper.abort();
+        CYCLES
+    });
+    within("guests", move || {
+        guests.into_iter().for_each(|g| g.join().unwrap())
+    });
+    let visits = visits.load(SeqCst);
+    assert_eq!(cycles, CYCLES);
+    assert!(visits >= CYCLES / 10, "too few visits ran: {visits}");
+    assert_eq!(fortress.guests(), 0);
+    eprintln!("stress: {cycles} lockdown/unlock cycles, {visits} visits by {GUESTS} guests");
+}
+
+#[test]
+fn racing_guards_never_deadlock() {
+    let fortress = Fortress::new();
+    let stop = Abort::new();
+    let guests: Vec<_> = (0..2)
+        .map(|_| {
+            let (guest, stop) = (fortress.guest(), stop.clone());
+            thread::spawn(move || {
+                let mut n = 0u64;
+                while guest.visit(|| n += 1, &stop).is_ok() {}
+                n
+            })
+        })
+        .collect();
+    let guards: Vec<_> = (0..2u64)
+        .map(|seed| {
+            let guard = fortress.guard();
+            thread::spawn(move || {
+                // A small deterministic mix of unlocks and lockdowns per guard.
+                let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                for _ in 0..CYCLES / 5 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    if x % 2 == 0 {
+                        guard.unlock().unwrap();
+                    } else {
+                        guard.lockdown(&Abort::never()).unwrap();
+                    }
+                }
+                // Every guard ends with a lockdown: once all have closed the gate,
+                // every pending lockdown must complete.
+                guard.lockdown(&Abort::never()).unwrap();
+            })
+        })
+        .collect();
+    within("racing guards", move || {
+        for g in guards {
+            g.join().unwrap();
+        }
+    });
+    assert!(fortress.is_locked());
+    stop.abort();
+    within("guests", move || {
+        for g in guests {
+            g.join().unwrap();
+        }
+    });
+    fortress.kill();
+    within("wait", move || fortress.wait().unwrap());
+}
