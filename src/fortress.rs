@@ -3,6 +3,7 @@
 use crate::abort::Abort;
 use crate::error::{BoxError, Error};
 use crate::gate::Gate;
+use crate::state::State;
 use crate::sync::Arc;
 use crate::visit::{OwnedVisit, Visit};
 use crate::worker::Worker;
@@ -108,7 +109,7 @@ impl Fortress {
     /// # Ok::<(), fortress::Error>(())
     /// ```
     pub fn is_locked(&self) -> bool {
-        self.gate.snapshot().locked()
+        self.snapshot().locked()
     }
 
     /// How many visits are inside right now (a snapshot; a guest that is bouncing off
@@ -125,7 +126,12 @@ impl Fortress {
     /// # Ok::<(), fortress::Error>(())
     /// ```
     pub fn guests(&self) -> u64 {
-        self.gate.snapshot().guests()
+        self.snapshot().guests()
+    }
+
+    /// The whole state word, decoded.
+    pub(crate) fn snapshot(&self) -> State {
+        self.gate.snapshot()
     }
 }
 
@@ -145,7 +151,7 @@ impl Worker for Fortress {
 
     /// Blocks until the fortress is killed and no visit is running; then `Ok(())`.
     fn wait(&self) -> Result<(), BoxError> {
-        self.gate.wait_done();
+        Gate::wait_done(&self.gate);
         Ok(())
     }
 }
@@ -188,7 +194,7 @@ impl Guard {
     /// ```
     #[inline]
     pub fn lockdown(&self, abort: &Abort) -> Result<(), Error> {
-        self.gate.lockdown(abort)
+        Gate::lockdown(&self.gate, abort)
     }
 }
 
@@ -215,7 +221,7 @@ impl Guest {
     /// As [`Guest::visit`].
     #[inline]
     pub fn enter(&self, abort: &Abort) -> Result<Visit<'_>, Error> {
-        self.gate.enter(abort)?;
+        Gate::enter(&self.gate, abort)?;
         Ok(Visit::new(&self.gate))
     }
 
@@ -225,7 +231,7 @@ impl Guest {
     /// # Errors
     /// As [`Guest::visit`].
     pub fn enter_owned(&self, abort: &Abort) -> Result<OwnedVisit, Error> {
-        self.gate.enter(abort)?;
+        Gate::enter(&self.gate, abort)?;
         Ok(OwnedVisit::new(Arc::clone(&self.gate)))
     }
 

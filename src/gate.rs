@@ -68,14 +68,14 @@ impl Gate {
 
     /// Starts a visit, waiting while the gate is closed.
     #[inline]
-    pub(crate) fn enter(self: &Arc<Self>, abort: &Abort) -> Result<(), Error> {
+    pub(crate) fn enter(this: &Arc<Self>, abort: &Abort) -> Result<(), Error> {
         // Acquire: pairs with the Release in `unlock`, so whatever the guard wrote
         // while the fortress was locked is visible inside the visit.
-        let old = State(self.state.fetch_add(ONE_GUEST, Acquire));
+        let old = State(this.state.fetch_add(ONE_GUEST, Acquire));
         if old.admits() {
             return Ok(());
         }
-        self.enter_contended(old, abort)
+        Gate::enter_contended(this, old, abort)
     }
 
     /// Starts a visit if the gate is open; never waits.
@@ -100,9 +100,9 @@ impl Gate {
     }
 
     #[cold]
-    fn enter_contended(self: &Arc<Self>, old: State, abort: &Abort) -> Result<(), Error> {
-        self.back_out(old);
-        self.wait_until(Waiters::Gate, abort, |s| {
+    fn enter_contended(this: &Arc<Self>, old: State, abort: &Abort) -> Result<(), Error> {
+        this.back_out(old);
+        Gate::wait_until(this, Waiters::Gate, abort, |s| {
             if s.shut_down() {
                 Step::Done(Err(Error::Shutdown))
             } else if s.locked() {
@@ -113,7 +113,7 @@ impl Gate {
                 }
                 // Acquire: as in `enter`. A compare-exchange, not a `fetch_add`, so
                 // a crowd of woken guests cannot bounce off a gate that closes again.
-                match self
+                match this
                     .state
                     .compare_exchange_weak(s.0, s.with_guest().0, Acquire, Relaxed)
                 {
@@ -166,22 +166,22 @@ impl Gate {
 
     /// Closes the gate, then waits until no guest is inside.
     #[inline]
-    pub(crate) fn lockdown(self: &Arc<Self>, abort: &Abort) -> Result<(), Error> {
+    pub(crate) fn lockdown(this: &Arc<Self>, abort: &Abort) -> Result<(), Error> {
         // Acquire: pairs with the Release in `leave`; every visit that ended happens
         // before the guard's exclusive phase.
-        let (old, new) = self
+        let (old, new) = this
             .update(Acquire, |s| (!s.shut_down()).then(|| s.locked_down()))
             .map_err(|_| Error::Shutdown)?;
-        self.wake(old.woken_by(new));
+        this.wake(old.woken_by(new));
         if new.guests() == 0 {
             return Ok(());
         }
-        self.lockdown_contended(abort)
+        Gate::lockdown_contended(this, abort)
     }
 
     #[cold]
-    fn lockdown_contended(self: &Arc<Self>, abort: &Abort) -> Result<(), Error> {
-        self.wait_until(Waiters::Drain, abort, |s| {
+    fn lockdown_contended(this: &Arc<Self>, abort: &Abort) -> Result<(), Error> {
+        Gate::wait_until(this, Waiters::Drain, abort, |s| {
             if s.shut_down() {
                 Step::Done(Err(Error::Shutdown))
             } else if s.locked() && s.guests() == 0 {
@@ -203,8 +203,8 @@ impl Gate {
     }
 
     /// Blocks until the fortress is killed and no visit is running.
-    pub(crate) fn wait_done(self: &Arc<Self>) {
-        let done = self.wait_until(Waiters::Done, &Abort::never(), |s| {
+    pub(crate) fn wait_done(this: &Arc<Self>) {
+        let done = Gate::wait_until(this, Waiters::Done, &Abort::never(), |s| {
             if s.shut_down() && s.guests() == 0 {
                 Step::Done(Ok(()))
             } else {
@@ -219,7 +219,7 @@ impl Gate {
     /// abort has fired. Precedence (SPEC rule 9): whatever `poll` decides comes first,
     /// so an abort only cuts short a call that would really wait.
     fn wait_until<T>(
-        self: &Arc<Self>,
+        this: &Arc<Self>,
         waiters: Waiters,
         abort: &Abort,
         mut poll: impl FnMut(State) -> Step<T>,
@@ -228,7 +228,7 @@ impl Gate {
         let mut spin = Spin::new();
         loop {
             // Acquire: as in the sleeping loop below.
-            match poll(State(self.state.load(Acquire))) {
+            match poll(State(this.state.load(Acquire))) {
                 Step::Done(result) => return result,
                 Step::Retry => continue,
                 Step::Sleep if abort.is_aborted() => return Err(Error::Aborted),
@@ -237,14 +237,14 @@ impl Gate {
             }
         }
 
-        let _registration = abort.register(self, waiters);
-        let futex = self.futex(waiters);
+        let _registration = abort.register(this, waiters);
+        let futex = this.futex(waiters);
         loop {
             // Read the counter before the state: see `Futex`.
             let seq = futex.seq();
             // Acquire: pairs with the Release of `leave`, `unlock` and `kill`, so a
             // lockdown that returns here sees every visit's effects.
-            let s = State(self.state.load(Acquire));
+            let s = State(this.state.load(Acquire));
             match poll(s) {
                 Step::Done(result) => return result,
                 Step::Retry => continue,
@@ -261,7 +261,7 @@ impl Gate {
                     !s.satisfies(waiters),
                     "would sleep on a met condition: {s:?}"
                 );
-                if self
+                if this
                     .state
                     .compare_exchange(s.0, flagged.0, Relaxed, Relaxed)
                     .is_err()

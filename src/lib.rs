@@ -26,4 +26,9 @@ pub use worker::Worker;
 #[doc(hidden)]
 pub mod internals {
     pub use crate::state::*;
+
+    /// The fortress's state word right now.
+    pub fn snapshot(fortress: &crate::Fortress) -> State {
+        fortress.snapshot()
+    }
 }
