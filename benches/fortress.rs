@@ -1,1 +1,323 @@
-fn main() {}
+//! Fortress against its anchors, each group measured in one run:
+//!
+//! * `uncontended`: one visit (enter + leave) on an open fortress, against the bare
+//!   atomic pair that is this design's floor, std's and parking_lot's read locks, and
+//!   a hand-written `Mutex` + `Condvar` fortress;
+//! * `lockdown`: lockdown + unlock with nobody inside, against write lock + drop;
+//! * `contended`: every core visiting at once;
+//! * `wakeup`: from `unlock` to a sleeping guest running, and from the last visit
+//!   leaving to a sleeping lockdown returning, against a `Mutex` + `Condvar` hand-off.
+//!
+//! `cargo bench --bench fortress`, then `python3 benches/report.py` for the ratios.
+
+use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
+use fortress::{Abort, Fortress, Guard, Guest};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Barrier, Condvar, Mutex, RwLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// What a user would write by hand: a flag and a count under a mutex.
+#[derive(Default)]
+struct CondvarFortress {
+    state: Mutex<(bool, usize)>, // (locked, guests)
+    changed: Condvar,
+}
+
+impl CondvarFortress {
+    fn visit<T>(&self, f: impl FnOnce() -> T) -> T {
+        let mut s = self.state.lock().unwrap();
+        while s.0 {
+            s = self.changed.wait(s).unwrap();
+        }
+        s.1 += 1;
+        drop(s);
+        let out = f();
+        let mut s = self.state.lock().unwrap();
+        s.1 -= 1;
+        if s.1 == 0 {
+            self.changed.notify_all();
+        }
+        out
+    }
+
+    fn lockdown(&self) {
+        let mut s = self.state.lock().unwrap();
+        s.0 = true;
+        while s.1 > 0 {
+            s = self.changed.wait(s).unwrap();
+        }
+    }
+
+    fn unlock(&self) {
+        self.state.lock().unwrap().0 = false;
+        self.changed.notify_all();
+    }
+}
+
+fn open_fortress() -> (Fortress, Guard, Guest) {
+    let fortress = Fortress::new();
+    let (guard, guest) = (fortress.guard(), fortress.guest());
+    guard.unlock().unwrap();
+    (fortress, guard, guest)
+}
+
+fn uncontended(c: &mut Criterion) {
+    let mut g = c.benchmark_group("uncontended");
+    let never = Abort::never();
+
+    let word = AtomicU64::new(0);
+    g.bench_function("atomic_pair", |b| {
+        b.iter(|| {
+            black_box(word.fetch_add(32, Ordering::Acquire));
+            black_box(word.fetch_sub(32, Ordering::Release));
+        })
+    });
+    let (_f, _guard, guest) = open_fortress();
+    g.bench_function("fortress_visit", |b| {
+        b.iter(|| guest.visit(|| black_box(()), &never).unwrap())
+    });
+    g.bench_function("fortress_enter_drop", |b| {
+        b.iter(|| drop(black_box(guest.enter(&never).unwrap())))
+    });
+    let std_lock = RwLock::new(());
+    g.bench_function("std_rwlock_read", |b| {
+        b.iter(|| drop(black_box(std_lock.read().unwrap())))
+    });
+    let pl_lock = parking_lot::RwLock::new(());
+    g.bench_function("parking_lot_read", |b| {
+        b.iter(|| drop(black_box(pl_lock.read())))
+    });
+    let cv = CondvarFortress::default();
+    g.bench_function("condvar_fortress_visit", |b| {
+        b.iter(|| cv.visit(|| black_box(())))
+    });
+    g.finish();
+}
+
+fn lockdown(c: &mut Criterion) {
+    let mut g = c.benchmark_group("lockdown");
+    let never = Abort::never();
+    let (_f, guard, _guest) = open_fortress();
+    g.bench_function("fortress_lockdown_unlock", |b| {
+        b.iter(|| {
+            guard.lockdown(&never).unwrap();
+            guard.unlock().unwrap();
+        })
+    });
+    let std_lock = RwLock::new(());
+    g.bench_function("std_rwlock_write", |b| {
+        b.iter(|| drop(black_box(std_lock.write().unwrap())))
+    });
+    let pl_lock = parking_lot::RwLock::new(());
+    g.bench_function("parking_lot_write", |b| {
+        b.iter(|| drop(black_box(pl_lock.write())))
+    });
+    let cv = CondvarFortress::default();
+    g.bench_function("condvar_fortress_lockdown_unlock", |b| {
+        b.iter(|| {
+            cv.lockdown();
+            cv.unlock();
+        })
+    });
+    g.finish();
+}
+
+/// Runs `iters` operations split over every core at once; returns the wall time.
+fn on_every_core(iters: u64, op: impl Fn() + Sync) -> Duration {
+    let cores = thread::available_parallelism().map_or(2, |n| n.get());
+    let per_thread = iters.div_ceil(cores as u64);
+    let start = Barrier::new(cores + 1);
+    thread::scope(|s| {
+        for _ in 0..cores {
+            s.spawn(|| {
+                start.wait();
+                for _ in 0..per_thread {
+                    op();
+                }
+            });
+        }
+        start.wait();
+        Instant::now()
+    })
+    .elapsed() // measured after the scope has joined every worker
+}
+
+fn contended(c: &mut Criterion) {
+    let mut g = c.benchmark_group("contended");
+    let never = Abort::never();
+    let word = AtomicU64::new(0);
+    g.bench_function("atomic_pair", |b| {
+        b.iter_custom(|n| {
+            on_every_core(n, || {
+                black_box(word.fetch_add(32, Ordering::Acquire));
+                black_box(word.fetch_sub(32, Ordering::Release));
+            })
+        })
+    });
+    let (_f, _guard, guest) = open_fortress();
+    g.bench_function("fortress_visit", |b| {
+        b.iter_custom(|n| on_every_core(n, || guest.visit(|| black_box(()), &never).unwrap()))
+    });
+    let std_lock = RwLock::new(());
+    g.bench_function("std_rwlock_read", |b| {
+        b.iter_custom(|n| on_every_core(n, || drop(black_box(std_lock.read().unwrap()))))
+    });
+    let pl_lock = parking_lot::RwLock::new(());
+    g.bench_function("parking_lot_read", |b| {
+        b.iter_custom(|n| on_every_core(n, || drop(black_box(pl_lock.read()))))
+    });
+    let cv = CondvarFortress::default();
+    g.bench_function("condvar_fortress_visit", |b| {
+        b.iter_custom(|n| on_every_core(n, || cv.visit(|| black_box(()))))
+    });
+    g.finish();
+}
+
+/// How long the side that is about to be woken gets to fall asleep, in every wake-up
+/// benchmark alike.
+const FALL_ASLEEP: Duration = Duration::from_micros(200);
+
+/// Gives the other thread [`FALL_ASLEEP`], then polls the fortress's `Debug` until
+/// a sleeper of this kind has announced itself (outside the timed region).
+fn until_asleep(fortress: &Fortress, field: &str) {
+    thread::sleep(FALL_ASLEEP);
+    while !format!("{fortress:?}").contains(field) {
+        thread::yield_now();
+    }
+}
+
+fn wakeup(c: &mut Criterion) {
+    let mut g = c.benchmark_group("wakeup");
+    g.sample_size(20);
+
+    // unlock -> a guest asleep at the gate runs its visit.
+    g.bench_function(BenchmarkId::new("unlock_to_visit", "fortress"), |b| {
+        b.iter_custom(|n| {
+            let fortress = Fortress::new();
+            let (guard, guest) = (fortress.guard(), fortress.guest());
+            let (tx, rx) = mpsc::channel();
+            let (go_tx, go_rx) = mpsc::channel::<()>();
+            let helper = thread::spawn(move || {
+                // Each visit starts only once the gate is closed again.
+                while go_rx.recv().is_ok() {
+                    let ran = guest.visit(Instant::now, &Abort::never()).unwrap();
+                    tx.send(ran).unwrap();
+                }
+            });
+            let mut total = Duration::ZERO;
+            for _ in 0..n {
+                go_tx.send(()).unwrap();
+                until_asleep(&fortress, "gate_waiters: true");
+                let t0 = Instant::now();
+                guard.unlock().unwrap();
+                total += rx.recv().unwrap() - t0;
+                guard.lockdown(&Abort::never()).unwrap();
+            }
+            drop(go_tx);
+            helper.join().unwrap();
+            total
+        })
+    });
+    g.bench_function(BenchmarkId::new("unlock_to_visit", "condvar"), |b| {
+        b.iter_custom(|n| {
+            let shared = Arc::new((CondvarFortress::default(), ()));
+            shared.0.lockdown();
+            let (tx, rx) = mpsc::channel();
+            let (go_tx, go_rx) = mpsc::channel::<()>();
+            let helper_shared = shared.clone();
+            let helper = thread::spawn(move || {
+                let (cv, _) = &*helper_shared;
+                while go_rx.recv().is_ok() {
+                    let ran = cv.visit(Instant::now);
+                    tx.send(ran).unwrap();
+                }
+            });
+            let mut total = Duration::ZERO;
+            for _ in 0..n {
+                go_tx.send(()).unwrap();
+                thread::sleep(FALL_ASLEEP);
+                let t0 = Instant::now();
+                shared.0.unlock();
+                total += rx.recv().unwrap() - t0;
+                shared.0.lockdown();
+            }
+            drop(go_tx);
+            helper.join().unwrap();
+            total
+        })
+    });
+
+    // The last visit leaves -> a lockdown asleep on the drain returns.
+    g.bench_function(BenchmarkId::new("leave_to_lockdown", "fortress"), |b| {
+        b.iter_custom(|n| {
+            let (fortress, guard, guest) = open_fortress();
+            let (tx, rx) = mpsc::channel::<Instant>();
+            let (go_tx, go_rx) = mpsc::channel::<()>();
+            let observer = fortress.clone();
+            let helper = thread::spawn(move || {
+                for _ in 0..n {
+                    let visit = guest.enter(&Abort::never()).unwrap();
+                    go_tx.send(()).unwrap();
+                    until_asleep(&observer, "drain_waiters: true");
+                    let t0 = Instant::now();
+                    drop(visit);
+                    tx.send(t0).unwrap();
+                }
+            });
+            let mut total = Duration::ZERO;
+            for _ in 0..n {
+                go_rx.recv().unwrap();
+                guard.lockdown(&Abort::never()).unwrap();
+                let t1 = Instant::now();
+                total += t1 - rx.recv().unwrap();
+                guard.unlock().unwrap();
+            }
+            helper.join().unwrap();
+            total
+        })
+    });
+    g.bench_function(BenchmarkId::new("leave_to_lockdown", "condvar"), |b| {
+        b.iter_custom(|n| {
+            let cv = Arc::new(CondvarFortress::default());
+            let (tx, rx) = mpsc::channel::<Instant>();
+            let (go_tx, go_rx) = mpsc::channel::<()>();
+            let helper_cv = cv.clone();
+            let helper = thread::spawn(move || {
+                for _ in 0..n {
+                    let t0 = helper_cv.visit(|| {
+                        go_tx.send(()).unwrap();
+                        thread::sleep(FALL_ASLEEP);
+                        Instant::now()
+                    });
+                    tx.send(t0).unwrap();
+                }
+            });
+            let mut total = Duration::ZERO;
+            for _ in 0..n {
+                go_rx.recv().unwrap();
+                cv.lockdown();
+                let t1 = Instant::now();
+                total += t1 - rx.recv().unwrap();
+                cv.unlock();
+            }
+            helper.join().unwrap();
+            total
+        })
+    });
+    g.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(50)
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = uncontended, lockdown, contended, wakeup
+}
+criterion_main!(benches);

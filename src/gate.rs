@@ -154,9 +154,23 @@ impl Gate {
     }
 
     /// Opens the gate and wakes the guests waiting at it.
+    #[inline]
     pub(crate) fn unlock(&self) -> Result<(), Error> {
+        // The common case in one compare-exchange: closed, empty, nobody asleep.
         // Release: pairs with the Acquire in `enter`; the guard's writes during its
         // exclusive phase happen before every visit it now admits.
+        let fast = self
+            .state
+            .compare_exchange(State::CLOSED.0, State::OPEN.0, Release, Relaxed);
+        if fast.is_ok() {
+            return Ok(());
+        }
+        self.unlock_slow()
+    }
+
+    #[cold]
+    fn unlock_slow(&self) -> Result<(), Error> {
+        // Release: as in `unlock`.
         let (old, new) = self
             .update(Release, |s| (!s.shut_down()).then(|| s.unlocked()))
             .map_err(|_| Error::Shutdown)?;
@@ -167,8 +181,21 @@ impl Gate {
     /// Closes the gate, then waits until no guest is inside.
     #[inline]
     pub(crate) fn lockdown(this: &Arc<Self>, abort: &Abort) -> Result<(), Error> {
+        // The common case in one compare-exchange: open, empty, nobody asleep.
         // Acquire: pairs with the Release in `leave`; every visit that ended happens
         // before the guard's exclusive phase.
+        let fast = this
+            .state
+            .compare_exchange(State::OPEN.0, State::CLOSED.0, Acquire, Relaxed);
+        if fast.is_ok() {
+            return Ok(());
+        }
+        Gate::lockdown_slow(this, abort)
+    }
+
+    #[cold]
+    fn lockdown_slow(this: &Arc<Self>, abort: &Abort) -> Result<(), Error> {
+        // Acquire: as in `lockdown`.
         let (old, new) = this
             .update(Acquire, |s| (!s.shut_down()).then(|| s.locked_down()))
             .map_err(|_| Error::Shutdown)?;

@@ -109,8 +109,13 @@ impl Wake {
 pub struct State(pub u64);
 
 impl State {
-    /// A new fortress: locked, alive, empty, nobody asleep.
-    pub const NEW: State = State(LOCKED);
+    /// Open, alive, empty, nobody asleep: what `lockdown` usually finds.
+    pub const OPEN: State = State(0);
+    /// Locked, alive, empty, nobody asleep: a new fortress, and what `unlock`
+    /// usually finds.
+    pub const CLOSED: State = State(LOCKED);
+    /// A new fortress.
+    pub const NEW: State = State::CLOSED;
 
     /// The gate is closed.
     #[inline]
@@ -272,6 +277,14 @@ mod tests {
         assert_eq!(ONE_GUEST & FLAGS, 0);
         assert_eq!(MAX_GUESTS, 1 << 58);
         assert_eq!(OVERFLOW & FLAGS, 0);
+    }
+
+    #[test]
+    fn the_fast_path_states_are_the_transitions_of_each_other() {
+        assert_eq!(State::OPEN.locked_down(), State::CLOSED);
+        assert_eq!(State::CLOSED.unlocked(), State::OPEN);
+        assert!(State::OPEN.woken_by(State::CLOSED).is_empty());
+        assert!(State::CLOSED.woken_by(State::OPEN).is_empty());
     }
 
     #[test]

@@ -269,7 +269,10 @@ fn flags_survive_count_changes() {
         fortress.wait().unwrap();
         let shown = format!("{fortress:?}");
         assert!(shown.contains("shut_down: true"), "{shown}");
-        assert!(!shown.contains("waiters: true"), "a waiter flag leaked: {shown}");
+        assert!(
+            !shown.contains("waiters: true"),
+            "a waiter flag leaked: {shown}"
+        );
     });
 }
 
