@@ -33,10 +33,17 @@ impl Resource {
     }
 }
 
+/// Explores `f` with at most five preemptions per execution (loom's
+/// `LOOM_MAX_PREEMPTIONS` overrides it): enough for every model here to finish in
+/// seconds on two cores.
 fn model(f: impl Fn() + Sync + Send + 'static) {
+    model_bounded(5, f)
+}
+
+fn model_bounded(preemptions: usize, f: impl Fn() + Sync + Send + 'static) {
     let mut builder = loom::model::Builder::new();
     if builder.preemption_bound.is_none() {
-        builder.preemption_bound = Some(3);
+        builder.preemption_bound = Some(preemptions);
     }
     let started = std::time::Instant::now();
     builder.check(f);
@@ -226,7 +233,8 @@ fn wait_vs_the_last_visit_leaving() {
 ///    deadlock, and both lockdowns complete once both guards have closed the gate.
 #[test]
 fn two_guards_racing_with_one_guest() {
-    model(|| {
+    // Three threads that all loop: bound 4 already takes about a minute.
+    model_bounded(4, || {
         let fortress = Fortress::new();
         let stop = Abort::new();
         let (guest, token) = (fortress.guest(), stop.clone());

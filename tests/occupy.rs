@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{until_asleep, within, Sleepers};
+use common::{fired, unlocked, until_asleep, within, Sleepers};
 use fortress::{
     is_fortress_error, occupy, Abort, BoxError, Error, Fortress, Occupied, OccupyError, Worker,
 };
@@ -33,12 +33,6 @@ impl Worker for Sleeper {
     }
 }
 
-fn unlocked() -> Fortress {
-    let fortress = Fortress::new();
-    fortress.guard().unlock().unwrap();
-    fortress
-}
-
 #[derive(Debug, PartialEq)]
 struct NoCharm;
 
@@ -49,9 +43,7 @@ fn never_started() -> Result<Sleeper, NoCharm> {
 #[test]
 fn occupy_of_a_locked_fortress_is_aborted_and_never_starts() {
     let fortress = Fortress::new();
-    let abort = Abort::new();
-    abort.abort();
-    let got = occupy(&fortress.guest(), never_started, &abort);
+    let got = occupy(&fortress.guest(), never_started, &fired());
     assert_eq!(got.err(), Some(OccupyError::Fortress(Error::Aborted)));
     assert_eq!(fortress.guests(), 0);
 }

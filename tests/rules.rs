@@ -2,14 +2,10 @@
 
 mod common;
 
+use common::{fired, unlocked};
+
 use fortress::{is_fortress_error, Abort, BoxError, Error, Fortress, Worker};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-
-fn fired() -> Abort {
-    let abort = Abort::new();
-    abort.abort();
-    abort
-}
 
 #[test]
 fn starts_locked() {
@@ -23,8 +19,7 @@ fn starts_locked() {
 
 #[test]
 fn unlock_admits_visits_and_returns_their_value() {
-    let fortress = Fortress::new();
-    fortress.guard().unlock().unwrap();
+    let fortress = unlocked();
     assert!(!fortress.is_locked());
     let got: Result<u32, Error> = fortress.guest().visit(|| 41 + 1, &Abort::never());
     assert_eq!(got, Ok(42));
@@ -33,8 +28,7 @@ fn unlock_admits_visits_and_returns_their_value() {
 
 #[test]
 fn closure_errors_travel_inside_the_result() {
-    let fortress = Fortress::new();
-    fortress.guard().unlock().unwrap();
+    let fortress = unlocked();
     let got = fortress
         .guest()
         .visit(|| "x".parse::<u8>(), &Abort::never())
@@ -44,25 +38,22 @@ fn closure_errors_travel_inside_the_result() {
 
 #[test]
 fn abort_does_not_stop_a_visit_that_need_not_wait() {
-    let fortress = Fortress::new();
-    fortress.guard().unlock().unwrap();
+    let fortress = unlocked();
     assert_eq!(fortress.guest().visit(|| 7, &fired()), Ok(7));
 }
 
 #[test]
 fn abort_does_not_stop_a_lockdown_of_an_empty_fortress() {
-    let fortress = Fortress::new();
+    let fortress = unlocked();
     let guard = fortress.guard();
-    guard.unlock().unwrap();
     assert_eq!(guard.lockdown(&fired()), Ok(()));
     assert!(fortress.is_locked());
 }
 
 #[test]
 fn unlock_and_lockdown_are_idempotent() {
-    let fortress = Fortress::new();
+    let fortress = unlocked();
     let guard = fortress.guard();
-    guard.unlock().unwrap();
     guard.unlock().unwrap();
     assert!(!fortress.is_locked());
     guard.lockdown(&Abort::never()).unwrap();
@@ -73,9 +64,8 @@ fn unlock_and_lockdown_are_idempotent() {
 
 #[test]
 fn lockdown_closes_the_gate_before_it_waits() {
-    let fortress = Fortress::new();
+    let fortress = unlocked();
     let guard = fortress.guard();
-    guard.unlock().unwrap();
     let guest = fortress.guest();
     let inside = guest.enter(&Abort::never()).unwrap();
     assert_eq!(guard.lockdown(&fired()), Err(Error::Aborted));
@@ -91,9 +81,8 @@ fn lockdown_closes_the_gate_before_it_waits() {
 
 #[test]
 fn aborted_lockdown_still_locks_and_a_later_unlock_readmits_at_once() {
-    let fortress = Fortress::new();
+    let fortress = unlocked();
     let guard = fortress.guard();
-    guard.unlock().unwrap();
     let guest = fortress.guest();
     let inside = guest.enter(&Abort::never()).unwrap();
     assert_eq!(guard.lockdown(&fired()), Err(Error::Aborted));
@@ -122,9 +111,8 @@ fn try_enter_never_waits() {
 
 #[test]
 fn lockdown_pending_reports_the_closed_gate() {
-    let fortress = Fortress::new();
+    let fortress = unlocked();
     let guard = fortress.guard();
-    guard.unlock().unwrap();
     let guest = fortress.guest();
     let visit = guest.enter(&Abort::never()).unwrap();
     let owned = guest.enter_owned(&Abort::never()).unwrap();
@@ -158,8 +146,7 @@ fn killed_fortress_answers_shutdown_everywhere() {
 
 #[test]
 fn shutdown_wins_over_abort_and_over_an_open_gate() {
-    let fortress = Fortress::new();
-    fortress.guard().unlock().unwrap();
+    let fortress = unlocked();
     fortress.kill();
     assert_eq!(
         fortress.guest().visit(|| (), &fired()),
@@ -170,8 +157,7 @@ fn shutdown_wins_over_abort_and_over_an_open_gate() {
 
 #[test]
 fn visits_already_running_survive_kill_and_wait_drains_them() {
-    let fortress = Fortress::new();
-    fortress.guard().unlock().unwrap();
+    let fortress = unlocked();
     let guest = fortress.guest();
     let inside = guest.enter_owned(&Abort::never()).unwrap();
     fortress.kill();
@@ -188,8 +174,7 @@ fn visits_already_running_survive_kill_and_wait_drains_them() {
 
 #[test]
 fn a_panicking_visit_ends_its_visit_and_propagates() {
-    let fortress = Fortress::new();
-    fortress.guard().unlock().unwrap();
+    let fortress = unlocked();
     let guest = fortress.guest();
     let result = catch_unwind(AssertUnwindSafe(|| {
         guest.visit(|| panic!("collector crashed"), &Abort::never())
@@ -205,8 +190,7 @@ fn a_panicking_visit_ends_its_visit_and_propagates() {
 
 #[test]
 fn a_visit_moved_to_another_thread_ends_there() {
-    let fortress = Fortress::new();
-    fortress.guard().unlock().unwrap();
+    let fortress = unlocked();
     let guest = fortress.guest();
     let visit = guest.enter(&Abort::never()).unwrap();
     let observer = &fortress;
@@ -264,8 +248,7 @@ fn handles_are_send_sync_and_clone() {
 
 #[test]
 fn debug_decodes_the_state_word() {
-    let fortress = Fortress::new();
-    fortress.guard().unlock().unwrap();
+    let fortress = unlocked();
     let guest = fortress.guest();
     let _visit = guest.enter(&Abort::never()).unwrap();
     let shown = format!("{fortress:?}");

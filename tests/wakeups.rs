@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{until_asleep, within, Sleepers};
+use common::{fired, unlocked, until_asleep, within, Sleepers};
 use fortress::{Abort, Error, Fortress, Worker};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Barrier};
@@ -12,8 +12,7 @@ use std::thread;
 
 /// A fortress that is unlocked with one owned visit inside.
 fn occupied() -> (Fortress, fortress::OwnedVisit) {
-    let fortress = Fortress::new();
-    fortress.guard().unlock().unwrap();
+    let fortress = unlocked();
     let visit = fortress.guest().enter_owned(&Abort::never()).unwrap();
     (fortress, visit)
 }
@@ -188,14 +187,7 @@ fn wait_sleeps_until_kill_and_then_until_the_last_visit_leaves() {
     until_asleep(&fortress, Sleepers::Done);
     // A pending wait costs the guard nothing and is not woken by lockdowns.
     let guard = fortress.guard();
-    assert_eq!(
-        guard.lockdown(&{
-            let a = Abort::new();
-            a.abort();
-            a
-        }),
-        Err(Error::Aborted)
-    );
+    assert_eq!(guard.lockdown(&fired()), Err(Error::Aborted));
     guard.unlock().unwrap();
     assert!(!waited.is_finished());
     fortress.kill();
@@ -207,8 +199,7 @@ fn wait_sleeps_until_kill_and_then_until_the_last_visit_leaves() {
 
 #[test]
 fn a_panicking_visit_lets_a_sleeping_lockdown_complete() {
-    let fortress = Fortress::new();
-    fortress.guard().unlock().unwrap();
+    let fortress = unlocked();
     let started = Arc::new(Barrier::new(2));
     let release = Arc::new(Barrier::new(2));
     let (guest, s, r) = (fortress.guest(), started.clone(), release.clone());

@@ -2,7 +2,7 @@
 //! failure; nothing measures speed.
 #![allow(dead_code)]
 
-use fortress::Fortress;
+use fortress::{Abort, Fortress};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -63,4 +63,18 @@ pub fn until(what: &str, mut cond: impl FnMut() -> bool) {
         assert!(start.elapsed() < HANG, "timed out waiting for {what}");
         thread::sleep(Duration::from_millis(1));
     }
+}
+
+/// A token that has already fired.
+pub fn fired() -> Abort {
+    let abort = Abort::new();
+    abort.abort();
+    abort
+}
+
+/// A new fortress, unlocked.
+pub fn unlocked() -> Fortress {
+    let fortress = Fortress::new();
+    fortress.guard().unlock().unwrap();
+    fortress
 }
