@@ -90,7 +90,11 @@ fn lockdown_cycles_never_overlap_a_visit() {
         for cycle in 1..=CYCLES {
             guard.lockdown(&Abort::never()).unwrap();
             ex.store(true, Relaxed);
-            assert_eq!(ins.load(Relaxed), 0, "lockdown returned with a visit inside");
+            assert_eq!(
+                ins.load(Relaxed),
+                0,
+                "lockdown returned with a visit inside"
+            );
             ver.write(cycle);
             ex.store(false, Relaxed);
             guard.unlock().unwrap();
