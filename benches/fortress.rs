@@ -8,10 +8,10 @@
 //! * `wakeup`: from `unlock` to a sleeping guest running, and from the last visit
 //!   leaving to a sleeping lockdown returning, against a `Mutex` + `Condvar` hand-off.
 //!
-//! `cargo bench --bench fortress`, then `python3 benches/report.py` for the ratios.
+//! `cargo bench -p fortress-gate-benches`, then `python3 benches/report.py` for the ratios.
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
-use fortress::{Abort, Fortress, Guard, Guest};
+use fortress_gate::{Abort, Fortress, Guard, Guest};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Barrier, Condvar, Mutex, RwLock};
 use std::thread;

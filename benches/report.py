@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Prints the medians of the last `cargo bench --bench fortress` run and the ratios
+"""Prints the medians of the last `cargo bench -p fortress-gate-benches` run and the ratios
 that the performance targets are stated in (README, "Benchmarks")."""
 import json
 import pathlib

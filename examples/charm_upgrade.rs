@@ -13,7 +13,7 @@
 //! With the fortress the summary says `torn reads: 0` (the process fails otherwise);
 //! with `--unsafe` the collectors read while the deployer writes, and torn reads appear.
 
-use fortress::{Abort, Error, Fortress, Guest, Worker};
+use fortress_gate::{Abort, Error, Fortress, Guest, Worker};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -35,7 +35,7 @@ struct Tally {
     longest_lockdown_us: AtomicU64,
 }
 
-fn main() -> Result<(), fortress::BoxError> {
+fn main() -> Result<(), fortress_gate::BoxError> {
     let unsafe_mode = match std::env::args().nth(1).as_deref() {
         None => false,
         Some("--unsafe") => true,

@@ -7,7 +7,7 @@
 //!
 //!     cargo run --example occupy
 
-use fortress::{occupy, Abort, BoxError, Fortress, Worker};
+use fortress_gate::{occupy, Abort, BoxError, Fortress, Worker};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread;

@@ -7,7 +7,7 @@
 //!
 //! which should report no futex calls at all.
 
-use fortress::{Abort, Error, Fortress};
+use fortress_gate::{Abort, Error, Fortress};
 use std::hint::black_box;
 
 fn main() -> Result<(), Error> {

@@ -20,7 +20,7 @@ use core::fmt;
 /// token has fired.
 ///
 /// ```
-/// use fortress::{Abort, Error, Fortress};
+/// use fortress_gate::{Abort, Error, Fortress};
 ///
 /// let fortress = Fortress::new(); // locked
 /// let abort = Abort::new();
@@ -59,7 +59,7 @@ impl Abort {
     /// A new token that has not fired.
     ///
     /// ```
-    /// let abort = fortress::Abort::new();
+    /// let abort = fortress_gate::Abort::new();
     /// assert!(!abort.is_aborted());
     /// ```
     pub fn new() -> Abort {
@@ -75,7 +75,7 @@ impl Abort {
     /// nothing.
     ///
     /// ```
-    /// let never = fortress::Abort::never();
+    /// let never = fortress_gate::Abort::never();
     /// never.abort();
     /// assert!(!never.is_aborted());
     /// ```
@@ -86,7 +86,7 @@ impl Abort {
     /// Fires the token (once; later calls do nothing) and wakes every wait that uses it.
     ///
     /// ```
-    /// let abort = fortress::Abort::new();
+    /// let abort = fortress_gate::Abort::new();
     /// let clone = abort.clone();
     /// clone.abort();
     /// assert!(abort.is_aborted());

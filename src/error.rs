@@ -5,7 +5,7 @@ use core::fmt;
 /// Why a fortress operation did not happen.
 ///
 /// ```
-/// use fortress::Error;
+/// use fortress_gate::Error;
 ///
 /// assert_eq!(Error::Aborted.to_string(), "fortress operation aborted");
 /// assert_eq!(Error::Shutdown.to_string(), "fortress worker shutting down");
@@ -37,7 +37,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// fortress [`Error`]: the Rust form of Go's `IsFortressError(errors.Cause(err))`.
 ///
 /// ```
-/// use fortress::{is_fortress_error, BoxError, Error};
+/// use fortress_gate::{is_fortress_error, BoxError, Error};
 ///
 /// #[derive(Debug)]
 /// struct Wrapped(Error);

@@ -16,7 +16,7 @@ use core::fmt;
 /// [`Error::Shutdown`]) and `wait` returns once it is killed and no visit runs.
 ///
 /// ```
-/// use fortress::{Abort, Fortress, Worker};
+/// use fortress_gate::{Abort, Fortress, Worker};
 ///
 /// let fortress = Fortress::new();
 /// assert!(fortress.is_locked());
@@ -24,7 +24,7 @@ use core::fmt;
 /// assert_eq!(fortress.guest().visit(|| 41 + 1, &Abort::never())?, 42);
 /// fortress.kill();
 /// fortress.wait().unwrap();
-/// # Ok::<(), fortress::Error>(())
+/// # Ok::<(), fortress_gate::Error>(())
 /// ```
 #[derive(Clone)]
 pub struct Fortress {
@@ -41,14 +41,14 @@ pub struct Fortress {
 /// waiting.
 ///
 /// ```
-/// use fortress::{Abort, Fortress};
+/// use fortress_gate::{Abort, Fortress};
 ///
 /// let fortress = Fortress::new();
 /// let guard = fortress.guard();
 /// guard.unlock()?;
 /// guard.lockdown(&Abort::never())?; // no visit inside: returns at once
 /// assert!(fortress.is_locked());
-/// # Ok::<(), fortress::Error>(())
+/// # Ok::<(), fortress_gate::Error>(())
 /// ```
 #[derive(Clone)]
 pub struct Guard {
@@ -62,14 +62,14 @@ pub struct Guard {
 /// re-taken under a waiting writer would.
 ///
 /// ```
-/// use fortress::{Abort, Fortress};
+/// use fortress_gate::{Abort, Fortress};
 ///
 /// let fortress = Fortress::new();
 /// fortress.guard().unlock()?;
 /// let guest = fortress.guest();
 /// let len = guest.visit(|| "/var/lib/juju/charm".len(), &Abort::never())?;
 /// assert_eq!(len, "/var/lib/juju/charm".len());
-/// # Ok::<(), fortress::Error>(())
+/// # Ok::<(), fortress_gate::Error>(())
 /// ```
 #[derive(Clone)]
 pub struct Guest {
@@ -102,11 +102,11 @@ impl Fortress {
     /// last guard left it.
     ///
     /// ```
-    /// let fortress = fortress::Fortress::new();
+    /// let fortress = fortress_gate::Fortress::new();
     /// assert!(fortress.is_locked());
     /// fortress.guard().unlock()?;
     /// assert!(!fortress.is_locked());
-    /// # Ok::<(), fortress::Error>(())
+    /// # Ok::<(), fortress_gate::Error>(())
     /// ```
     pub fn is_locked(&self) -> bool {
         self.snapshot().locked()
@@ -116,14 +116,14 @@ impl Fortress {
     /// a closed gate counts for an instant).
     ///
     /// ```
-    /// use fortress::{Abort, Fortress};
+    /// use fortress_gate::{Abort, Fortress};
     ///
     /// let fortress = Fortress::new();
     /// fortress.guard().unlock()?;
     /// let guest = fortress.guest();
     /// let n = guest.visit(|| fortress.guests(), &Abort::never())?;
     /// assert_eq!((n, fortress.guests()), (1, 0));
-    /// # Ok::<(), fortress::Error>(())
+    /// # Ok::<(), fortress_gate::Error>(())
     /// ```
     pub fn guests(&self) -> u64 {
         self.snapshot().guests()
@@ -177,7 +177,7 @@ impl Guard {
     /// * [`Error::Shutdown`] if the fortress is, or while waiting gets, killed.
     ///
     /// ```
-    /// use fortress::{Abort, Error, Fortress};
+    /// use fortress_gate::{Abort, Error, Fortress};
     ///
     /// let fortress = Fortress::new();
     /// let guard = fortress.guard();
@@ -190,7 +190,7 @@ impl Guard {
     /// assert!(fortress.is_locked(), "an aborted lockdown still locks");
     /// drop(visit);
     /// guard.lockdown(&abort)?; // empty now: no wait, so the abort does not matter
-    /// # Ok::<(), fortress::Error>(())
+    /// # Ok::<(), fortress_gate::Error>(())
     /// ```
     #[inline]
     pub fn lockdown(&self, abort: &Abort) -> Result<(), Error> {
@@ -239,12 +239,12 @@ impl Guest {
     /// is locked or killed.
     ///
     /// ```
-    /// let fortress = fortress::Fortress::new();
+    /// let fortress = fortress_gate::Fortress::new();
     /// let guest = fortress.guest();
     /// assert!(guest.try_enter().is_none(), "a new fortress is locked");
     /// fortress.guard().unlock()?;
     /// assert!(guest.try_enter().is_some());
-    /// # Ok::<(), fortress::Error>(())
+    /// # Ok::<(), fortress_gate::Error>(())
     /// ```
     #[inline]
     pub fn try_enter(&self) -> Option<Visit<'_>> {

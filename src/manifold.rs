@@ -10,7 +10,7 @@ use core::any::Any;
 /// Go's `fortress.Manifold()`. It needs no inputs.
 ///
 /// ```
-/// use fortress::{manifold, Guard, Guest};
+/// use fortress_gate::{manifold, Guard, Guest};
 ///
 /// let manifold = manifold();
 /// let worker = manifold.start()?;
@@ -19,7 +19,7 @@ use core::any::Any;
 /// let mut guest: Option<Guest> = None;
 /// manifold.output(worker.as_ref(), &mut guest)?;
 /// guard.unwrap().unlock()?;
-/// # Ok::<(), fortress::BoxError>(())
+/// # Ok::<(), fortress_gate::BoxError>(())
 /// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Manifold {
@@ -41,7 +41,7 @@ impl Manifold {
     /// be a fortress from [`Manifold::start`]. On error `out` is left untouched.
     ///
     /// ```
-    /// use fortress::{manifold, BoxError, Worker};
+    /// use fortress_gate::{manifold, BoxError, Worker};
     ///
     /// struct NotAFortress;
     /// impl Worker for NotAFortress {
@@ -50,14 +50,14 @@ impl Manifold {
     /// }
     ///
     /// let manifold = manifold();
-    /// let mut guest: Option<fortress::Guest> = None;
+    /// let mut guest: Option<fortress_gate::Guest> = None;
     /// let err = manifold.output(&NotAFortress, &mut guest).unwrap_err();
     /// assert!(err.to_string().starts_with("in should be a fortress"));
     /// let mut wrong: Option<String> = None;
     /// let err = manifold.output(manifold.start()?.as_ref(), &mut wrong).unwrap_err();
     /// assert!(err.to_string().starts_with("out should be"));
     /// assert!(wrong.is_none() && guest.is_none());
-    /// # Ok::<(), fortress::BoxError>(())
+    /// # Ok::<(), fortress_gate::BoxError>(())
     /// ```
     pub fn output(&self, worker: &dyn Worker, out: &mut dyn Any) -> Result<(), BoxError> {
         let worker: &dyn Any = worker;

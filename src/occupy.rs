@@ -26,7 +26,7 @@ use core::{fmt, ops::Deref};
 /// lockdown of this fortress can complete.
 ///
 /// ```
-/// use fortress::{occupy, Abort, BoxError, Fortress, Worker};
+/// use fortress_gate::{occupy, Abort, BoxError, Fortress, Worker};
 /// use std::sync::atomic::{AtomicBool, Ordering};
 ///
 /// #[derive(Default)]
@@ -44,7 +44,7 @@ use core::{fmt, ops::Deref};
 /// collector.kill();
 /// collector.wait()?;
 /// assert_eq!(fortress.guests(), 0);
-/// # Ok::<(), fortress::BoxError>(())
+/// # Ok::<(), fortress_gate::BoxError>(())
 /// ```
 pub fn occupy<W, E, F>(
     guest: &Guest,

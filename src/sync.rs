@@ -3,13 +3,13 @@
 //!
 //! The rest of the crate is the same code under both cfgs.
 
-#[cfg(not(loom))]
+#[cfg(not(all(test, loom)))]
 pub(crate) use std::sync::{
     atomic::{AtomicBool, AtomicU32, AtomicU64},
     Arc, Mutex,
 };
 
-#[cfg(loom)]
+#[cfg(all(test, loom))]
 pub(crate) use loom::sync::{
     atomic::{AtomicBool, AtomicU32, AtomicU64},
     Arc, Mutex,
@@ -36,7 +36,7 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> impl core::ops::DerefMut<Target = T> 
 /// at once: no wake-up is lost.
 pub(crate) struct Futex {
     seq: AtomicU32,
-    #[cfg(loom)]
+    #[cfg(all(test, loom))]
     stand_in: loom_futex::StandIn,
 }
 
@@ -44,7 +44,7 @@ impl Futex {
     pub(crate) fn new() -> Futex {
         Futex {
             seq: AtomicU32::new(0),
-            #[cfg(loom)]
+            #[cfg(all(test, loom))]
             stand_in: loom_futex::StandIn::new(),
         }
     }
@@ -58,14 +58,14 @@ impl Futex {
     }
 
     /// Sleeps while the counter still reads `seq`. May return spuriously.
-    #[cfg(not(loom))]
+    #[cfg(not(all(test, loom)))]
     #[inline]
     pub(crate) fn wait(&self, seq: u32) {
         atomic_wait::wait(&self.seq, seq);
     }
 
     /// Bumps the counter, then wakes every sleeper.
-    #[cfg(not(loom))]
+    #[cfg(not(all(test, loom)))]
     #[cold]
     pub(crate) fn wake_all(&self) {
         // Release: pairs with the Acquire in `seq`; publishes the state change that
@@ -74,12 +74,12 @@ impl Futex {
         atomic_wait::wake_all(&self.seq);
     }
 
-    #[cfg(loom)]
+    #[cfg(all(test, loom))]
     pub(crate) fn wait(&self, seq: u32) {
         self.stand_in.wait(&self.seq, seq);
     }
 
-    #[cfg(loom)]
+    #[cfg(all(test, loom))]
     pub(crate) fn wake_all(&self) {
         // Release: as in the std version.
         self.seq.fetch_add(1, Release);
@@ -90,7 +90,7 @@ impl Futex {
 /// Under loom a futex is a mutex and a condvar that really block, so a lost wake-up
 /// shows as a deadlock that loom reports. Every other wait returns spuriously on
 /// purpose, since a real futex may, so callers' re-check loops run both ways.
-#[cfg(loom)]
+#[cfg(all(test, loom))]
 mod loom_futex {
     use super::{AtomicU32, Ordering::Relaxed};
     use loom::sync::{Condvar, Mutex};
@@ -135,24 +135,24 @@ mod loom_futex {
 /// A short, bounded spin before sleeping: a visit or a lockdown that ends within a few
 /// microseconds is caught without a system call. Under loom it never spins.
 pub(crate) struct Spin {
-    #[cfg(not(loom))]
+    #[cfg(not(all(test, loom)))]
     backoff: crossbeam_utils::Backoff,
-    #[cfg(not(loom))]
+    #[cfg(not(all(test, loom)))]
     rounds: u32,
 }
 
 impl Spin {
     pub(crate) fn new() -> Spin {
         Spin {
-            #[cfg(not(loom))]
+            #[cfg(not(all(test, loom)))]
             backoff: crossbeam_utils::Backoff::new(),
-            #[cfg(not(loom))]
+            #[cfg(not(all(test, loom)))]
             rounds: 0,
         }
     }
 
     /// Spins a little longer each time; `false` once the budget is spent.
-    #[cfg(not(loom))]
+    #[cfg(not(all(test, loom)))]
     #[inline]
     pub(crate) fn spin(&mut self) -> bool {
         // `Backoff::spin` doubles its busy-wait up to 64 pause instructions, so seven
@@ -166,7 +166,7 @@ impl Spin {
         true
     }
 
-    #[cfg(loom)]
+    #[cfg(all(test, loom))]
     #[inline]
     pub(crate) fn spin(&mut self) -> bool {
         false

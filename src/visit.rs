@@ -16,7 +16,7 @@ use core::fmt;
 /// [`Guest::try_enter`]: crate::Guest::try_enter
 ///
 /// ```
-/// use fortress::{Abort, Fortress};
+/// use fortress_gate::{Abort, Fortress};
 ///
 /// let fortress = Fortress::new();
 /// fortress.guard().unlock()?;
@@ -27,7 +27,7 @@ use core::fmt;
 ///     s.spawn(move || drop(visit)); // ends on another thread
 /// });
 /// assert_eq!(fortress.guests(), 0);
-/// # Ok::<(), fortress::Error>(())
+/// # Ok::<(), fortress_gate::Error>(())
 /// ```
 #[must_use = "the visit ends as soon as this value is dropped"]
 pub struct Visit<'a> {
@@ -41,7 +41,7 @@ pub struct Visit<'a> {
 /// [`Guest::enter_owned`]: crate::Guest::enter_owned
 ///
 /// ```
-/// use fortress::{Abort, Fortress};
+/// use fortress_gate::{Abort, Fortress};
 ///
 /// let fortress = Fortress::new();
 /// fortress.guard().unlock()?;
@@ -51,7 +51,7 @@ pub struct Visit<'a> {
 /// });
 /// worker.join().unwrap();
 /// assert_eq!(fortress.guests(), 0);
-/// # Ok::<(), fortress::Error>(())
+/// # Ok::<(), fortress_gate::Error>(())
 /// ```
 #[must_use = "the visit ends as soon as this value is dropped"]
 pub struct OwnedVisit {
@@ -68,7 +68,7 @@ impl<'a> Visit<'a> {
     /// and let the guard in. One relaxed load of the state word.
     ///
     /// ```
-    /// use fortress::{Abort, Fortress};
+    /// use fortress_gate::{Abort, Fortress};
     ///
     /// let fortress = Fortress::new();
     /// let guard = fortress.guard();
@@ -80,7 +80,7 @@ impl<'a> Visit<'a> {
     /// abort.abort(); // the lockdown closes the gate, then gives up waiting
     /// assert!(guard.lockdown(&abort).is_err());
     /// assert!(visit.lockdown_pending());
-    /// # Ok::<(), fortress::Error>(())
+    /// # Ok::<(), fortress_gate::Error>(())
     /// ```
     #[inline]
     pub fn lockdown_pending(&self) -> bool {

@@ -11,7 +11,7 @@ use core::any::Any;
 /// [`Manifold::output`](crate::Manifold::output) does).
 ///
 /// ```
-/// use fortress::{Fortress, Worker};
+/// use fortress_gate::{Fortress, Worker};
 ///
 /// let fortress = Fortress::new();
 /// fortress.kill();

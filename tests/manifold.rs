@@ -1,7 +1,7 @@
 //! The manifold: starting fortresses and handing out guards and guests (mirrors Go's
 //! manifold tests).
 
-use fortress::{manifold, Abort, BoxError, Error, Guard, Guest, Worker};
+use fortress_gate::{manifold, Abort, BoxError, Error, Guard, Guest, Worker};
 
 struct NotAFortress;
 

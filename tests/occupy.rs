@@ -3,7 +3,7 @@
 mod common;
 
 use common::{fired, unlocked, until_asleep, within, Sleepers};
-use fortress::{
+use fortress_gate::{
     is_fortress_error, occupy, Abort, BoxError, Error, Fortress, Occupied, OccupyError, Worker,
 };
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};

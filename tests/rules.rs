@@ -4,7 +4,7 @@ mod common;
 
 use common::{fired, unlocked};
 
-use fortress::{is_fortress_error, Abort, BoxError, Error, Fortress, Worker};
+use fortress_gate::{is_fortress_error, Abort, BoxError, Error, Fortress, Worker};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 #[test]
@@ -238,12 +238,12 @@ fn errors_display_as_in_go_and_are_fortress_errors() {
 fn handles_are_send_sync_and_clone() {
     fn check<T: Send + Sync + Clone + std::fmt::Debug + 'static>() {}
     check::<Fortress>();
-    check::<fortress::Guard>();
-    check::<fortress::Guest>();
+    check::<fortress_gate::Guard>();
+    check::<fortress_gate::Guest>();
     check::<Abort>();
     fn send<T: Send + Sync>() {}
-    send::<fortress::Visit<'static>>();
-    send::<fortress::OwnedVisit>();
+    send::<fortress_gate::Visit<'static>>();
+    send::<fortress_gate::OwnedVisit>();
 }
 
 #[test]

@@ -4,7 +4,7 @@
 mod common;
 
 use common::within;
-use fortress::{Abort, Error, Fortress, Worker};
+use fortress_gate::{Abort, Error, Fortress, Worker};
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;

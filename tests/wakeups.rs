@@ -5,13 +5,13 @@
 mod common;
 
 use common::{fired, unlocked, until_asleep, within, Sleepers};
-use fortress::{Abort, Error, Fortress, Worker};
+use fortress_gate::{Abort, Error, Fortress, Worker};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Barrier};
 use std::thread;
 
 /// A fortress that is unlocked with one owned visit inside.
-fn occupied() -> (Fortress, fortress::OwnedVisit) {
+fn occupied() -> (Fortress, fortress_gate::OwnedVisit) {
     let fortress = unlocked();
     let visit = fortress.guest().enter_owned(&Abort::never()).unwrap();
     (fortress, visit)

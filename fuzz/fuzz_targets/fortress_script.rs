@@ -5,8 +5,8 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use fortress::internals::snapshot;
-use fortress::{Abort, Error, Fortress, OwnedVisit, Worker};
+use fortress_gate::internals::snapshot;
+use fortress_gate::{Abort, Error, Fortress, OwnedVisit, Worker};
 use libfuzzer_sys::fuzz_target;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;

@@ -4,7 +4,7 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use fortress::internals::{State, Waiters, Wake};
+use fortress_gate::internals::{State, Waiters, Wake};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -201,7 +201,7 @@ fuzz_target!(|ops: Vec<Op>| {
         assert_eq!(decode(next), model, "after {op:?} from {state:?}");
         assert_eq!(woken(wake), expected, "wake-ups of {op:?} from {state:?}");
         assert_eq!(next.check_invariants(), Ok(()), "after {op:?}: {next:?}");
-        assert_eq!(next.0 & !fortress::internals::FLAGS, model.guests << fortress::internals::COUNT_SHIFT);
+        assert_eq!(next.0 & !fortress_gate::internals::FLAGS, model.guests << fortress_gate::internals::COUNT_SHIFT);
         state = next;
     }
 });

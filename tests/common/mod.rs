@@ -2,7 +2,7 @@
 //! failure; nothing measures speed.
 #![allow(dead_code)]
 
-use fortress::{Abort, Fortress};
+use fortress_gate::{Abort, Fortress};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};

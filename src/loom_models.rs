@@ -1,14 +1,16 @@
 //! Loom models: every interleaving of visit, lockdown, unlock, abort and kill, on 2-3
 //! threads. Run with
 //!
-//!     RUSTFLAGS="--cfg loom" cargo test --release --test loom
+//!     RUSTFLAGS="--cfg loom" cargo test --release --lib loom_models
 //!
 //! A lost wake-up shows as loom's "deadlock" (every thread asleep); an exclusive phase
 //! that overlaps a visit shows as a data race on the `Resource` cell, which the guard
 //! writes and the guests read without any synchronisation of their own.
-#![cfg(loom)]
+//!
+//! They are unit tests (loom is a dev-dependency under `cfg(loom)` only), so the
+//! crate's own synchronisation primitives switch to loom's while they run.
 
-use fortress::{Abort, Error, Fortress, Worker};
+use crate::{Abort, Error, Fortress, Worker};
 use loom::cell::UnsafeCell;
 use loom::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use loom::sync::Arc;
@@ -292,7 +294,7 @@ fn occupy_holds_the_visit_until_the_worker_is_waited_for() {
     struct Writer(Arc<Resource>);
     impl Worker for Writer {
         fn kill(&self) {}
-        fn wait(&self) -> Result<(), fortress::BoxError> {
+        fn wait(&self) -> Result<(), crate::BoxError> {
             self.0.read();
             Ok(())
         }
@@ -300,7 +302,7 @@ fn occupy_holds_the_visit_until_the_worker_is_waited_for() {
     model(|| {
         let fortress = unlocked();
         let resource = Resource::new();
-        let worker = fortress::occupy(
+        let worker = crate::occupy(
             &fortress.guest(),
             || Ok::<_, Error>(Writer(resource.clone())),
             &Abort::never(),

@@ -1,0 +1,1 @@
+//! The benchmarks live in `fortress.rs`; this library target is empty.
