@@ -1,12 +1,12 @@
 //! The abort token: a shared flag that cuts waits short, on any number of fortresses.
 //!
 //! A wait registers with its token only on the slow path, just before it may sleep:
-//! the registration names the fortress and the futex it sleeps on. Firing the token
-//! sets the flag, then bumps and wakes every registered futex; the woken sleeper sees
-//! the flag and returns [`Error::Aborted`](crate::Error::Aborted).
+//! the registration is the notifier it waits on. Firing the token sets the flag, then
+//! wakes every registered notifier (threads and tasks); the woken waiter sees the flag
+//! and returns [`Error::Aborted`](crate::Error::Aborted). A token knows nothing of
+//! fortresses: it holds only what it wakes.
 
-use crate::gate::Gate;
-use crate::state::Waiters;
+use crate::notify::Notifier;
 use crate::sync::{lock, Arc, AtomicBool, Mutex, Ordering::Acquire, Ordering::Release};
 use core::fmt;
 
@@ -37,22 +37,10 @@ pub struct Abort {
 struct Token {
     /// Set once by `abort`, never cleared.
     fired: AtomicBool,
-    /// The waits that may be asleep with this token right now.
-    sleepers: Mutex<Vec<Sleeper>>,
-}
-
-/// One registered wait: which fortress, which of its futexes.
-struct Sleeper {
-    gate: Arc<Gate>,
-    waiters: Waiters,
-}
-
-impl Sleeper {
-    /// Registrations for the same futex are interchangeable: firing does the same for
-    /// each, so a wait that ends may remove any one of them.
-    fn is(&self, gate: &Arc<Gate>, waiters: Waiters) -> bool {
-        Arc::ptr_eq(&self.gate, gate) && self.waiters == waiters
-    }
+    /// The notifiers of the waits that may be waiting with this token right now, once
+    /// per wait. Registrations of one notifier are interchangeable: firing does the
+    /// same for each, so a wait that ends may remove any one of them.
+    waiting: Mutex<Vec<Arc<Notifier>>>,
 }
 
 impl Abort {
@@ -66,7 +54,7 @@ impl Abort {
         Abort {
             inner: Some(Arc::new(Token {
                 fired: AtomicBool::new(false),
-                sleepers: Mutex::new(Vec::new()),
+                waiting: Mutex::new(Vec::new()),
             })),
         }
     }
@@ -99,8 +87,8 @@ impl Abort {
         }
         // A wait that registers after this lock sees `fired` (the mutex orders it);
         // one that registered before is woken here.
-        for sleeper in lock(&token.sleepers).iter() {
-            sleeper.gate.futex(sleeper.waiters).wake_all();
+        for notifier in lock(&token.waiting).iter() {
+            notifier.wake_all();
         }
     }
 
@@ -113,24 +101,23 @@ impl Abort {
             .is_some_and(|token| token.fired.load(Acquire))
     }
 
-    /// Registers a wait that may sleep on `gate`'s `waiters` futex until the returned
-    /// value is dropped. Call it before the wait's first re-check of the token.
-    pub(crate) fn register<'a>(
-        &'a self,
-        gate: &'a Arc<Gate>,
-        waiters: Waiters,
-    ) -> Registration<'a> {
-        if let Some(token) = &self.inner {
-            lock(&token.sleepers).push(Sleeper {
-                gate: Arc::clone(gate),
-                waiters,
-            });
-        }
-        Registration {
-            token: self.inner.as_deref(),
-            gate,
-            waiters,
-        }
+    /// Registers a wait on `notifier` until the returned value is dropped. Call it
+    /// before the wait's first re-check of the token.
+    pub(crate) fn register<'a>(&'a self, notifier: &Arc<Notifier>) -> Registration<'a> {
+        Registration(self.inner.as_deref().map(|token| {
+            lock(&token.waiting).push(Arc::clone(notifier));
+            (token, Arc::clone(notifier))
+        }))
+    }
+}
+
+impl Abort {
+    /// Waits registered with this token right now: for the models' leak checks.
+    #[cfg(all(test, loom))]
+    pub(crate) fn registrations(&self) -> usize {
+        self.inner
+            .as_ref()
+            .map_or(0, |token| lock(&token.waiting).len())
     }
 }
 
@@ -141,19 +128,17 @@ impl Default for Abort {
     }
 }
 
-/// Removes a wait's registration when the wait ends, on every path.
-pub(crate) struct Registration<'a> {
-    token: Option<&'a Token>,
-    gate: &'a Arc<Gate>,
-    waiters: Waiters,
-}
+/// Removes a wait's registration when the wait ends, on every path (a dropped future
+/// included).
+/// `None` for [`Abort::never`].
+pub(crate) struct Registration<'a>(Option<(&'a Token, Arc<Notifier>)>);
 
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
-        if let Some(token) = self.token {
-            let mut sleepers = lock(&token.sleepers);
-            if let Some(at) = sleepers.iter().position(|s| s.is(self.gate, self.waiters)) {
-                sleepers.swap_remove(at);
+        if let Some((token, notifier)) = &self.0 {
+            let mut waiting = lock(&token.waiting);
+            if let Some(at) = waiting.iter().position(|n| Arc::ptr_eq(n, notifier)) {
+                waiting.swap_remove(at);
             }
         }
     }

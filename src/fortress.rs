@@ -28,7 +28,7 @@ use core::fmt;
 /// ```
 #[derive(Clone)]
 pub struct Fortress {
-    gate: Arc<Gate>,
+    pub(crate) gate: Arc<Gate>,
 }
 
 /// Opens ([`unlock`](Guard::unlock)) and closes ([`lockdown`](Guard::lockdown)) a
@@ -52,7 +52,7 @@ pub struct Fortress {
 /// ```
 #[derive(Clone)]
 pub struct Guard {
-    gate: Arc<Gate>,
+    pub(crate) gate: Arc<Gate>,
 }
 
 /// Visits a fortress while it is unlocked, concurrently with other guests.
@@ -73,7 +73,7 @@ pub struct Guard {
 /// ```
 #[derive(Clone)]
 pub struct Guest {
-    gate: Arc<Gate>,
+    pub(crate) gate: Arc<Gate>,
 }
 
 impl Fortress {
@@ -151,7 +151,7 @@ impl Worker for Fortress {
 
     /// Blocks until the fortress is killed and no visit is running; then `Ok(())`.
     fn wait(&self) -> Result<(), BoxError> {
-        Gate::wait_done(&self.gate);
+        self.gate.wait_done();
         Ok(())
     }
 }
@@ -194,7 +194,7 @@ impl Guard {
     /// ```
     #[inline]
     pub fn lockdown(&self, abort: &Abort) -> Result<(), Error> {
-        Gate::lockdown(&self.gate, abort)
+        self.gate.lockdown(abort)
     }
 }
 
@@ -221,7 +221,7 @@ impl Guest {
     /// As [`Guest::visit`].
     #[inline]
     pub fn enter(&self, abort: &Abort) -> Result<Visit<'_>, Error> {
-        Gate::enter(&self.gate, abort)?;
+        self.gate.enter(abort)?;
         Ok(Visit::new(&self.gate))
     }
 
@@ -231,7 +231,7 @@ impl Guest {
     /// # Errors
     /// As [`Guest::visit`].
     pub fn enter_owned(&self, abort: &Abort) -> Result<OwnedVisit, Error> {
-        Gate::enter(&self.gate, abort)?;
+        self.gate.enter(abort)?;
         Ok(OwnedVisit::new(Arc::clone(&self.gate)))
     }
 

@@ -1,4 +1,4 @@
-//! The gate: the state word and the three futexes its sleepers wait on, and every
+//! The gate: the state word and the notifiers its waiters wait on, and every
 //! transition of the fortress.
 //!
 //! Guests enter optimistically: one `fetch_add` on the state word, then a look at the
@@ -8,15 +8,24 @@
 //! and the count share one word, every `fetch_add` is ordered against the `lockdown`
 //! that closes the gate: either it came first (the guest is inside and the lockdown
 //! waits for it) or it sees the flag (and backs out).
+//!
+//! Naming: a `*_slow` function is the general loop behind an `#[inline]` one-instruction
+//! fast path (the word was not in its common state); a `*_contended` function is the
+//! part that really waits or wakes somebody.
 
 use crate::abort::Abort;
+#[cfg(feature = "async")]
+use crate::abort::Registration;
 use crate::error::Error;
-use crate::state::{State, Waiters, Wake, ONE_GUEST};
+use crate::notify::Notifier;
+use crate::state::{Decision, Kind, State, Waiters, Wake, ONE_GUEST};
 use crate::sync::{
-    Arc, AtomicU64, Futex,
+    Arc, AtomicU64,
     Ordering::{self, AcqRel, Acquire, Relaxed, Release},
     Spin,
 };
+#[cfg(feature = "async")]
+use core::task::{Context, Poll};
 use crossbeam_utils::CachePadded;
 
 /// The shared core of a fortress; `Fortress`, `Guard` and `Guest` are `Arc`s of it.
@@ -24,31 +33,39 @@ pub(crate) struct Gate {
     /// The state word; its layout is in `state.rs`. Padded so that the guests'
     /// read-modify-writes do not share a cache line with anything else.
     state: CachePadded<AtomicU64>,
-    /// Guests waiting for `unlock` sleep here (flag `GATE_WAITERS`).
-    gate: Futex,
-    /// Lockdowns waiting for the last guest to leave sleep here (flag `DRAIN_WAITERS`).
-    drain: Futex,
-    /// `wait` callers sleep here (flag `DONE_WAITERS`).
-    done: Futex,
+    /// One notifier per group of waiters, in `Waiters::ALL` order. Each is an `Arc` of
+    /// its own because an abort token holds on to the notifiers it must wake.
+    notifiers: [Arc<Notifier>; 3],
 }
 
-/// What a sleeper's re-check decided.
+/// What a waiter's look at the state word decided.
 enum Step<T> {
     /// Stop waiting with this result.
     Done(Result<T, Error>),
     /// The state changed under a compare-exchange: look again at once.
     Retry,
-    /// The condition does not hold: sleep (unless aborted).
+    /// The condition does not hold and the waiter's flag is set: sleep (a thread) or
+    /// return `Pending` (a task).
     Sleep,
+}
+
+/// A guest's claim on its place, made when `Decision::Proceed` says the gate is open.
+type Claim<'a, T> = &'a dyn Fn(&Gate, State) -> Step<T>;
+
+#[cfg(feature = "async")]
+/// An async wait in progress: the registrations a pending future holds. Dropping it
+/// removes them, so a dropped future leaves nothing behind.
+pub(crate) struct TaskWait<'a> {
+    /// The notifier this task waits on, and its key in the notifier's task set.
+    task: Option<(&'a Notifier, usize)>,
+    registration: Option<Registration<'a>>,
 }
 
 impl Gate {
     pub(crate) fn new() -> Gate {
         Gate {
             state: CachePadded::new(AtomicU64::new(State::NEW.0)),
-            gate: Futex::new(),
-            drain: Futex::new(),
-            done: Futex::new(),
+            notifiers: [(); 3].map(|()| Arc::new(Notifier::new())),
         }
     }
 
@@ -58,30 +75,22 @@ impl Gate {
         State(self.state.load(Relaxed))
     }
 
-    pub(crate) fn futex(&self, waiters: Waiters) -> &Futex {
-        match waiters {
-            Waiters::Gate => &self.gate,
-            Waiters::Drain => &self.drain,
-            Waiters::Done => &self.done,
-        }
+    /// Tasks registered with any notifier: for the models' leak checks.
+    #[cfg(all(test, loom))]
+    pub(crate) fn registered_tasks(&self) -> usize {
+        self.notifiers.iter().map(|n| n.registered_tasks()).sum()
     }
 
-    /// Starts a visit, waiting while the gate is closed.
-    #[inline]
-    pub(crate) fn enter(this: &Arc<Self>, abort: &Abort) -> Result<(), Error> {
-        // Acquire: pairs with the Release in `unlock`, so whatever the guard wrote
-        // while the fortress was locked is visible inside the visit.
-        let old = State(this.state.fetch_add(ONE_GUEST, Acquire));
-        if old.admits() {
-            return Ok(());
-        }
-        Gate::enter_contended(this, old, abort)
+    fn notifier(&self, waiters: Waiters) -> &Arc<Notifier> {
+        &self.notifiers[waiters as usize]
     }
 
-    /// Starts a visit if the gate is open; never waits.
+    /// The fast path of every entry: one `fetch_add`. `false` means the guest has
+    /// already backed out and must wait (or give up).
     #[inline]
     pub(crate) fn try_enter(&self) -> bool {
-        // Acquire: as in `enter`.
+        // Acquire: pairs with the Release in `unlock`, so whatever the guard wrote
+        // while the fortress was locked is visible inside the visit.
         let old = State(self.state.fetch_add(ONE_GUEST, Acquire));
         if old.admits() {
             return true;
@@ -99,29 +108,36 @@ impl Gate {
         self.leave();
     }
 
+    /// Starts a visit, waiting while the gate is closed.
+    #[inline]
+    pub(crate) fn enter(&self, abort: &Abort) -> Result<(), Error> {
+        if self.try_enter() {
+            return Ok(());
+        }
+        self.enter_contended(abort)
+    }
+
     #[cold]
-    fn enter_contended(this: &Arc<Self>, old: State, abort: &Abort) -> Result<(), Error> {
-        this.back_out(old);
-        Gate::wait_until(this, Waiters::Gate, abort, |s| {
-            if s.shut_down() {
-                Step::Done(Err(Error::Shutdown))
-            } else if s.locked() {
-                Step::Sleep
-            } else {
-                if s.overflowed() {
-                    too_many_guests();
-                }
-                // Acquire: as in `enter`. A compare-exchange, not a `fetch_add`, so
-                // a crowd of woken guests cannot bounce off a gate that closes again.
-                match this
-                    .state
-                    .compare_exchange_weak(s.0, s.with_guest().0, Acquire, Relaxed)
-                {
-                    Ok(_) => Step::Done(Ok(())),
-                    Err(_) => Step::Retry,
-                }
-            }
-        })
+    fn enter_contended(&self, abort: &Abort) -> Result<(), Error> {
+        self.wait_until(Waiters::Gate, abort, &Gate::claim_place)
+    }
+
+    /// The gate is open in `s`: take a place by compare-exchange, not by `fetch_add`,
+    /// so a crowd of woken guests cannot bounce off a gate that closes again.
+    fn claim_place(&self, s: State) -> Step<()> {
+        if s.overflowed() {
+            too_many_guests();
+        }
+        // Acquire: as in `try_enter`; this may read the word from the `unlock` that
+        // opened the gate, or from a later guest's read-modify-write, which continues
+        // that unlock's release sequence.
+        match self
+            .state
+            .compare_exchange_weak(s.0, s.with_guest().0, Acquire, Relaxed)
+        {
+            Ok(_) => Step::Done(Ok(())),
+            Err(_) => Step::Retry,
+        }
     }
 
     /// Ends a visit (or backs out of one that was refused).
@@ -136,13 +152,13 @@ impl Gate {
         }
     }
 
-    /// The last guest left while lockdowns or `wait` callers may sleep: settle the word
+    /// The last guest left while lockdowns or `wait` callers may wait: settle the word
     /// and wake whoever can now proceed. If someone entered since, the flags stay for
     /// the guest that leaves last.
     #[cold]
     fn leave_contended(&self) {
         // Relaxed: this read-modify-write continues the release sequence of the
-        // `fetch_sub`s before it, so sleepers that read it still synchronize with
+        // `fetch_sub`s before it, so waiters that read it still synchronize with
         // every guest that left.
         let settled = self.update(Relaxed, |s| {
             let settled = s.settled();
@@ -156,9 +172,9 @@ impl Gate {
     /// Opens the gate and wakes the guests waiting at it.
     #[inline]
     pub(crate) fn unlock(&self) -> Result<(), Error> {
-        // The common case in one compare-exchange: closed, empty, nobody asleep.
-        // Release: pairs with the Acquire in `enter`; the guard's writes during its
-        // exclusive phase happen before every visit it now admits.
+        // The common case in one compare-exchange: closed, empty, nobody waiting.
+        // Release: pairs with the Acquire in `try_enter` and `claim_place`; the guard's
+        // writes during its exclusive phase happen before every visit it now admits.
         let fast = self
             .state
             .compare_exchange(State::CLOSED.0, State::OPEN.0, Release, Relaxed);
@@ -178,49 +194,51 @@ impl Gate {
         Ok(())
     }
 
-    /// Closes the gate, then waits until no guest is inside.
+    /// Closes the gate; `Ok(true)` if nobody is inside, so the lockdown is complete.
     #[inline]
-    pub(crate) fn lockdown(this: &Arc<Self>, abort: &Abort) -> Result<(), Error> {
-        // The common case in one compare-exchange: open, empty, nobody asleep.
+    pub(crate) fn close(&self) -> Result<bool, Error> {
+        // The common case in one compare-exchange: open, empty, nobody waiting.
         // Acquire: pairs with the Release in `leave`; every visit that ended happens
         // before the guard's exclusive phase.
-        let fast = this
+        let fast = self
             .state
             .compare_exchange(State::OPEN.0, State::CLOSED.0, Acquire, Relaxed);
         if fast.is_ok() {
-            return Ok(());
+            return Ok(true);
         }
-        Gate::lockdown_slow(this, abort)
+        self.close_slow()
     }
 
     #[cold]
-    fn lockdown_slow(this: &Arc<Self>, abort: &Abort) -> Result<(), Error> {
-        // Acquire: as in `lockdown`.
-        let (old, new) = this
+    fn close_slow(&self) -> Result<bool, Error> {
+        // Acquire: as in `close`.
+        let (old, new) = self
             .update(Acquire, |s| (!s.shut_down()).then(|| s.locked_down()))
             .map_err(|_| Error::Shutdown)?;
-        this.wake(old.woken_by(new));
-        if new.guests() == 0 {
+        self.wake(old.woken_by(new));
+        Ok(new.guests() == 0)
+    }
+
+    /// Closes the gate, then waits until no guest is inside.
+    #[inline]
+    pub(crate) fn lockdown(&self, abort: &Abort) -> Result<(), Error> {
+        if self.close()? {
             return Ok(());
         }
-        Gate::lockdown_contended(this, abort)
+        self.lockdown_contended(abort)
     }
 
     #[cold]
-    fn lockdown_contended(this: &Arc<Self>, abort: &Abort) -> Result<(), Error> {
-        Gate::wait_until(this, Waiters::Drain, abort, |s| {
-            if s.shut_down() {
-                Step::Done(Err(Error::Shutdown))
-            } else if s.locked() && s.guests() == 0 {
-                Step::Done(Ok(()))
-            } else {
-                // Guests inside, or another guard reopened the gate: keep waiting.
-                Step::Sleep
-            }
-        })
+    fn lockdown_contended(&self, abort: &Abort) -> Result<(), Error> {
+        self.wait_until(Waiters::Drain, abort, &Gate::nothing_to_claim)
     }
 
-    /// Shuts the fortress down for good and wakes every sleeper.
+    /// Lockdowns and `wait` need nothing more once their condition holds.
+    fn nothing_to_claim(&self, _: State) -> Step<()> {
+        Step::Done(Ok(()))
+    }
+
+    /// Shuts the fortress down for good and wakes every waiter.
     pub(crate) fn kill(&self) {
         // AcqRel: Release pairs with the Acquire of every operation that then answers
         // `Shutdown`, so what happened before `kill` is visible to them.
@@ -230,74 +248,137 @@ impl Gate {
     }
 
     /// Blocks until the fortress is killed and no visit is running.
-    pub(crate) fn wait_done(this: &Arc<Self>) {
-        let done = Gate::wait_until(this, Waiters::Done, &Abort::never(), |s| {
-            if s.shut_down() && s.guests() == 0 {
-                Step::Done(Ok(()))
-            } else {
-                Step::Sleep
-            }
-        });
+    pub(crate) fn wait_done(&self) {
+        let done = self.wait_until(Waiters::Done, &Abort::never(), &Gate::nothing_to_claim);
         debug_assert!(done.is_ok());
     }
 
-    /// The one sleeping loop. `poll` looks at a fresh state and decides; `Sleep` means
-    /// announce ourselves with the `waiters` flag and sleep on its futex, unless the
-    /// abort has fired. Precedence (SPEC rule 9): whatever `poll` decides comes first,
-    /// so an abort only cuts short a call that would really wait.
+    /// One look at the state word for a waiter of `waiters` and `kind`: decide, and if
+    /// it must wait, make sure its flag is set. Precedence: whatever the state decides
+    /// comes first, so an abort only cuts short a call that would really wait.
+    fn look<T>(&self, waiters: Waiters, kind: Kind, abort: &Abort, claim: Claim<'_, T>) -> Step<T> {
+        // Acquire: pairs with the Release of `leave`, `unlock` and `kill`, so a
+        // lockdown that returns here sees every visit's effects.
+        let s = State(self.state.load(Acquire));
+        match s.decide(waiters) {
+            Decision::Proceed => return claim(self, s),
+            Decision::Shutdown => return Step::Done(Err(Error::Shutdown)),
+            Decision::Wait if abort.is_aborted() => return Step::Done(Err(Error::Aborted)),
+            Decision::Wait => {}
+        }
+        if !s.has(waiters, kind) {
+            // Relaxed: setting the flag publishes nothing; the waker reads it with its
+            // own read-modify-write, which always sees the latest value.
+            let flagged = s.with_waiter(waiters, kind);
+            if self
+                .state
+                .compare_exchange(s.0, flagged.0, Relaxed, Relaxed)
+                .is_err()
+            {
+                return Step::Retry;
+            }
+        }
+        Step::Sleep
+    }
+
+    /// The sleeping loop of threads: a short spin, then futex sleeps on the notifier.
     fn wait_until<T>(
-        this: &Arc<Self>,
+        &self,
         waiters: Waiters,
         abort: &Abort,
-        mut poll: impl FnMut(State) -> Step<T>,
+        claim: Claim<'_, T>,
     ) -> Result<T, Error> {
         // A short spin first: most visits and most lockdowns are brief.
         let mut spin = Spin::new();
         loop {
-            // Acquire: as in the sleeping loop below.
-            match poll(State(this.state.load(Acquire))) {
-                Step::Done(result) => return result,
-                Step::Retry => continue,
-                Step::Sleep if abort.is_aborted() => return Err(Error::Aborted),
-                Step::Sleep if spin.spin() => continue,
-                Step::Sleep => break,
+            let s = State(self.state.load(Relaxed));
+            match s.decide(waiters) {
+                Decision::Wait if abort.is_aborted() => break,
+                Decision::Wait if spin.spin() => continue,
+                _ => break,
             }
         }
 
-        let _registration = abort.register(this, waiters);
-        let futex = this.futex(waiters);
+        let notifier = self.notifier(waiters);
+        let _registration = abort.register(notifier);
         loop {
-            // Read the counter before the state: see `Futex`.
-            let seq = futex.seq();
-            // Acquire: pairs with the Release of `leave`, `unlock` and `kill`, so a
-            // lockdown that returns here sees every visit's effects.
-            let s = State(this.state.load(Acquire));
-            match poll(s) {
+            // Read the counter before the state: see `notify.rs`.
+            let seq = notifier.seq();
+            match self.look(waiters, Kind::Thread, abort, claim) {
                 Step::Done(result) => return result,
                 Step::Retry => continue,
-                Step::Sleep => {}
+                Step::Sleep => notifier.sleep(seq),
             }
-            if abort.is_aborted() {
-                return Err(Error::Aborted);
-            }
-            if !s.has_waiters(waiters) {
-                // Relaxed: setting the flag publishes nothing; the waker reads it
-                // with its own read-modify-write, which always sees the latest value.
-                let flagged = s.with_waiters(waiters);
-                debug_assert!(
-                    !s.satisfies(waiters),
-                    "would sleep on a met condition: {s:?}"
-                );
-                if this
-                    .state
-                    .compare_exchange(s.0, flagged.0, Relaxed, Relaxed)
-                    .is_err()
-                {
-                    continue;
-                }
-            }
-            futex.wait(seq);
         }
+    }
+
+    #[cfg(feature = "async")]
+    /// The pending loop of tasks: one poll of an async wait. The waker is stored (and
+    /// the abort registered) before the state is looked at, so no wake-up is lost.
+    fn poll_wait<'a, T>(
+        &'a self,
+        waiters: Waiters,
+        abort: &'a Abort,
+        wait: &mut TaskWait<'a>,
+        cx: &mut Context<'_>,
+        claim: Claim<'_, T>,
+    ) -> Poll<Result<T, Error>> {
+        let notifier = self.notifier(waiters);
+        if wait.registration.is_none() {
+            wait.registration = Some(abort.register(notifier));
+        }
+        loop {
+            let mut key = wait.task.map(|(_, key)| key);
+            notifier.register_task(&mut key, cx.waker());
+            wait.task = key.map(|key| (&**notifier, key));
+            match self.look(waiters, Kind::Task, abort, claim) {
+                Step::Done(result) => {
+                    *wait = TaskWait::new();
+                    return Poll::Ready(result);
+                }
+                Step::Retry => continue,
+                Step::Sleep => return Poll::Pending,
+            }
+        }
+    }
+
+    #[cfg(feature = "async")]
+    /// One poll of an async entry. The first poll tries the fast path: one
+    /// `fetch_add`, nothing stored.
+    #[inline]
+    pub(crate) fn poll_enter<'a>(
+        &'a self,
+        abort: &'a Abort,
+        wait: &mut TaskWait<'a>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), Error>> {
+        if wait.is_new() && self.try_enter() {
+            return Poll::Ready(Ok(()));
+        }
+        self.poll_wait(Waiters::Gate, abort, wait, cx, &Gate::claim_place)
+    }
+
+    #[cfg(feature = "async")]
+    /// One poll of an async lockdown's drain wait (the gate is already closed).
+    pub(crate) fn poll_drain<'a>(
+        &'a self,
+        abort: &'a Abort,
+        wait: &mut TaskWait<'a>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), Error>> {
+        self.poll_wait(Waiters::Drain, abort, wait, cx, &Gate::nothing_to_claim)
+    }
+
+    #[cfg(feature = "async")]
+    /// One poll of `wait_async`.
+    pub(crate) fn poll_done<'a>(
+        &'a self,
+        abort: &'a Abort,
+        wait: &mut TaskWait<'a>,
+        cx: &mut Context<'_>,
+    ) -> Poll<()> {
+        self.poll_wait(Waiters::Done, abort, wait, cx, &Gate::nothing_to_claim)
+            .map(|done| debug_assert!(done.is_ok()))
     }
 
     /// Applies `f` to the word until a compare-exchange succeeds, or `f` declines.
@@ -324,7 +405,7 @@ impl Gate {
         }
     }
 
-    /// Wakes the futexes whose flags a transition cleared; free when it cleared none.
+    /// Wakes the waiters whose flags a transition cleared; free when it cleared none.
     #[inline]
     fn wake(&self, wake: Wake) {
         if !wake.is_empty() {
@@ -335,9 +416,37 @@ impl Gate {
     #[cold]
     fn wake_contended(&self, wake: Wake) {
         for waiters in Waiters::ALL {
-            if wake.contains(waiters) {
-                self.futex(waiters).wake_all();
+            let notifier = self.notifier(waiters);
+            if wake.wakes(waiters, Kind::Thread) {
+                notifier.wake_threads();
             }
+            if wake.wakes(waiters, Kind::Task) {
+                notifier.wake_tasks();
+            }
+        }
+    }
+}
+
+#[cfg(feature = "async")]
+impl<'a> TaskWait<'a> {
+    /// Nothing registered yet: the future has not waited.
+    pub(crate) const fn new() -> TaskWait<'a> {
+        TaskWait {
+            task: None,
+            registration: None,
+        }
+    }
+
+    fn is_new(&self) -> bool {
+        self.task.is_none() && self.registration.is_none()
+    }
+}
+
+#[cfg(feature = "async")]
+impl Drop for TaskWait<'_> {
+    fn drop(&mut self) {
+        if let Some((notifier, key)) = self.task.take() {
+            notifier.unregister_task(key);
         }
     }
 }

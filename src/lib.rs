@@ -9,14 +9,19 @@
 mod abort;
 mod error;
 mod fortress;
+#[cfg(feature = "async")]
+mod futures;
 mod gate;
 mod manifold;
+mod notify;
 mod occupy;
 mod state;
 mod sync;
 mod visit;
 mod worker;
 
+#[cfg(all(test, loom, feature = "async"))]
+mod loom_async;
 #[cfg(all(test, loom))]
 #[allow(unsafe_code)]
 mod loom_models;

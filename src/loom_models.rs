@@ -17,20 +17,20 @@ use loom::sync::Arc;
 use loom::thread;
 
 /// The protected resource: loom flags any access not ordered by the fortress.
-struct Resource(UnsafeCell<u64>);
+pub(crate) struct Resource(UnsafeCell<u64>);
 
 // SAFETY: this is the claim under test. Loom checks every access to the cell and
 // fails the model if two of them are not ordered by the fortress.
 unsafe impl Sync for Resource {}
 
 impl Resource {
-    fn new() -> Arc<Resource> {
+    pub(crate) fn new() -> Arc<Resource> {
         Arc::new(Resource(UnsafeCell::new(0)))
     }
-    fn read(&self) -> u64 {
+    pub(crate) fn read(&self) -> u64 {
         self.0.with(|p| unsafe { *p })
     }
-    fn write(&self, v: u64) {
+    pub(crate) fn write(&self, v: u64) {
         self.0.with_mut(|p| unsafe { *p = v })
     }
 }
@@ -38,11 +38,11 @@ impl Resource {
 /// Explores `f` with at most five preemptions per execution (loom's
 /// `LOOM_MAX_PREEMPTIONS` overrides it): enough for every model here to finish in
 /// seconds on two cores.
-fn model(f: impl Fn() + Sync + Send + 'static) {
+pub(crate) fn model(f: impl Fn() + Sync + Send + 'static) {
     model_bounded(5, f)
 }
 
-fn model_bounded(preemptions: usize, f: impl Fn() + Sync + Send + 'static) {
+pub(crate) fn model_bounded(preemptions: usize, f: impl Fn() + Sync + Send + 'static) {
     let mut builder = loom::model::Builder::new();
     if builder.preemption_bound.is_none() {
         builder.preemption_bound = Some(preemptions);
@@ -54,7 +54,7 @@ fn model_bounded(preemptions: usize, f: impl Fn() + Sync + Send + 'static) {
     eprintln!("loom model {name}: {:.1?}", started.elapsed());
 }
 
-fn unlocked() -> Fortress {
+pub(crate) fn unlocked() -> Fortress {
     let fortress = Fortress::new();
     fortress.guard().unlock().unwrap();
     fortress
@@ -312,5 +312,29 @@ fn occupy_holds_the_visit_until_the_worker_is_waited_for() {
         fortress.guard().lockdown(&Abort::never()).unwrap();
         resource.write(1);
         waiter.join().unwrap();
+    });
+}
+
+/// 9. A guest asleep at the closed gate is woken by `unlock` and sees the gate open;
+///    before its compare-exchange claims a place, the guard locks down, writes and
+///    unlocks again, so the word reads "open" once more (an ABA). The compare-exchange
+///    then reads from the *second* unlock, whose exclusive phase the guest's earlier
+///    look never synchronized with: only the compare-exchange's own Acquire orders that
+///    write before the visit.
+#[test]
+fn a_woken_guest_claiming_its_place_after_another_lockdown_sees_its_writes() {
+    model(|| {
+        let fortress = Fortress::new();
+        let resource = Resource::new();
+        let (guest, r) = (fortress.guest(), resource.clone());
+        let visitor = thread::spawn(move || guest.visit(|| r.read(), &Abort::never()));
+        let guard = fortress.guard();
+        resource.write(1);
+        guard.unlock().unwrap();
+        guard.lockdown(&Abort::never()).unwrap();
+        resource.write(2); // races with a visit whose claim did not acquire the unlock below
+        guard.unlock().unwrap();
+        let seen = visitor.join().unwrap().unwrap();
+        assert!(seen == 1 || seen == 2, "{seen}");
     });
 }

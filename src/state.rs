@@ -7,28 +7,40 @@
 //!
 //! # Layout
 //!
-//! | bits   | name            | meaning while set                                               |
-//! |--------|-----------------|-----------------------------------------------------------------|
-//! | 0      | `LOCKED`        | the gate is closed: new visits wait (set by `lockdown`)         |
-//! | 1      | `SHUTDOWN`      | the fortress was killed; permanent                              |
-//! | 2      | `GATE_WAITERS`  | guests may be asleep, waiting for `unlock`                      |
-//! | 3      | `DRAIN_WAITERS` | lockdowns may be asleep, waiting for the last guest to leave    |
-//! | 4      | `DONE_WAITERS`  | `wait` callers may be asleep, waiting for shutdown and no guest |
-//! | 5..=63 | guest count     | visits inside, plus guests that are about to back out           |
+//! | bits   | name            | meaning while set                                                |
+//! |--------|-----------------|------------------------------------------------------------------|
+//! | 0      | `LOCKED`        | the gate is closed: new visits wait (set by `lockdown`)          |
+//! | 1      | `SHUTDOWN`      | the fortress was killed; permanent                               |
+//! | 2      | `GATE_THREADS`  | threads may sleep, waiting for `unlock`                          |
+//! | 3      | `GATE_TASKS`    | tasks may be pending, waiting for `unlock`                       |
+//! | 4      | `DRAIN_THREADS` | lockdown threads may sleep, waiting for the last guest to leave  |
+//! | 5      | `DRAIN_TASKS`   | lockdown tasks may be pending, waiting for the last guest        |
+//! | 6      | `DONE_THREADS`  | `wait` threads may sleep, waiting for shutdown with no guest     |
+//! | 7      | `DONE_TASKS`    | `wait_async` tasks may be pending, waiting for the same          |
+//! | 8..=63 | guest count     | visits inside, plus guests that are about to back out            |
 //!
 //! The count sits above the flags, so adding or removing a guest never carries into or
 //! borrows from a flag: a decrement only follows its own increment, so the count never
 //! goes below zero, and the top bit of the count ([`OVERFLOW`]) is a guard that stops
 //! admissions long before a carry could leave the word.
 //!
+//! # Waiters
+//!
+//! A *waiter* is a call that cannot proceed yet. [`Waiters`] names what it waits for
+//! (the gate to open, the fortress to drain, the fortress to be done) and [`Kind`] what
+//! it is: a sleeping thread or a pending async task. Each `Waiters` has one notifier in
+//! the gate, and each (`Waiters`, `Kind`) pair one flag here, so a wake-up touches only
+//! the machinery of the kind that is really waiting: a thread pays nothing for tasks,
+//! and a task costs no system call.
+//!
 //! # The waking rule
 //!
-//! Each kind of sleeper has a flag here and a futex in the gate. A flag is set only by a
-//! thread that is about to sleep, while its condition does not hold. Every transition
-//! ends with [`State::settled`], which clears each flag whose sleepers' condition now
-//! holds, and whoever clears a flag wakes that futex ([`State::woken_by`]). So `unlock`,
-//! `lockdown` and leaving a visit make no system call while the flags are clear, and a
-//! pending `wait` costs the guard nothing.
+//! A flag is set only by a waiter that is about to sleep (or return `Pending`), while
+//! its condition does not hold. Every transition ends with [`State::settled`], which
+//! clears each flag whose waiters' condition now holds, and whoever clears a flag wakes
+//! those waiters ([`State::woken_by`]). So `unlock`, `lockdown` and leaving a visit make
+//! no system call and take no lock while the flags are clear, and a pending `wait`
+//! costs the guard nothing.
 
 use core::fmt;
 
@@ -36,31 +48,41 @@ use core::fmt;
 pub const LOCKED: u64 = 1 << 0;
 /// Bit 1: the fortress was killed.
 pub const SHUTDOWN: u64 = 1 << 1;
-/// Bit 2: guests may sleep on the gate futex. Their condition: the gate is open, or
-/// the fortress is killed.
-pub const GATE_WAITERS: u64 = 1 << 2;
-/// Bit 3: lockdowns may sleep on the drain futex. Their condition: the gate is closed
-/// with no guest inside, or the fortress is killed.
-pub const DRAIN_WAITERS: u64 = 1 << 3;
-/// Bit 4: `wait` callers may sleep on the done futex. Their condition: the fortress is
-/// killed with no guest inside.
-pub const DONE_WAITERS: u64 = 1 << 4;
+/// Bit 2: threads may sleep at the gate. Their condition: the gate is open, or the
+/// fortress is killed.
+pub const GATE_THREADS: u64 = 1 << 2;
+/// Bit 3: tasks may be pending at the gate; same condition.
+pub const GATE_TASKS: u64 = 1 << 3;
+/// Bit 4: lockdown threads may sleep. Their condition: the gate is closed with no
+/// guest inside, or the fortress is killed.
+pub const DRAIN_THREADS: u64 = 1 << 4;
+/// Bit 5: lockdown tasks may be pending; same condition.
+pub const DRAIN_TASKS: u64 = 1 << 5;
+/// Bit 6: `wait` threads may sleep. Their condition: the fortress is killed with no
+/// guest inside.
+pub const DONE_THREADS: u64 = 1 << 6;
+/// Bit 7: `wait_async` tasks may be pending; same condition.
+pub const DONE_TASKS: u64 = 1 << 7;
 
+/// The flags of waiting threads.
+pub const THREADS: u64 = GATE_THREADS | DRAIN_THREADS | DONE_THREADS;
+/// The flags of pending tasks: each sits one bit above its threads' flag.
+pub const TASKS: u64 = THREADS << 1;
 /// All waiter flags.
-pub const WAITERS: u64 = GATE_WAITERS | DRAIN_WAITERS | DONE_WAITERS;
+pub const WAITERS: u64 = THREADS | TASKS;
 /// All flag bits; the guest count lives above them.
 pub const FLAGS: u64 = LOCKED | SHUTDOWN | WAITERS;
 /// The lowest bit of the guest count.
 pub const COUNT_SHIFT: u32 = FLAGS.count_ones();
 /// One guest, as added to the word.
 pub const ONE_GUEST: u64 = 1 << COUNT_SHIFT;
-/// The top bit of the count. A count that reaches it (2^58 guests) stops admissions:
+/// The top bit of the count. A count that reaches it (2^55 guests) stops admissions:
 /// the process aborts before the count could ever wrap.
 pub const OVERFLOW: u64 = 1 << (u64::BITS - 1);
 /// The most guests a fortress admits.
 pub const MAX_GUESTS: u64 = OVERFLOW >> COUNT_SHIFT;
 
-/// A kind of sleeper: each has a flag here and a futex in the gate.
+/// What a waiter waits for: each has a notifier in the gate and two flags here.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Waiters {
     /// Guests waiting for `unlock`.
@@ -71,18 +93,36 @@ pub enum Waiters {
     Done,
 }
 
+/// How a waiter waits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A thread asleep on the notifier's futex counter.
+    Thread,
+    /// An async task whose waker is in the notifier's task set.
+    Task,
+}
+
 impl Waiters {
-    /// Every kind, in flag order.
+    /// Every group, in flag order.
     pub const ALL: [Waiters; 3] = [Waiters::Gate, Waiters::Drain, Waiters::Done];
 
-    /// The flag that says sleepers of this kind may exist.
+    /// The flag that says waiters of this group and kind may exist.
     #[inline]
-    pub const fn flag(self) -> u64 {
-        match self {
-            Waiters::Gate => GATE_WAITERS,
-            Waiters::Drain => DRAIN_WAITERS,
-            Waiters::Done => DONE_WAITERS,
+    pub const fn flag(self, kind: Kind) -> u64 {
+        match (self, kind) {
+            (Waiters::Gate, Kind::Thread) => GATE_THREADS,
+            (Waiters::Gate, Kind::Task) => GATE_TASKS,
+            (Waiters::Drain, Kind::Thread) => DRAIN_THREADS,
+            (Waiters::Drain, Kind::Task) => DRAIN_TASKS,
+            (Waiters::Done, Kind::Thread) => DONE_THREADS,
+            (Waiters::Done, Kind::Task) => DONE_TASKS,
         }
+    }
+
+    /// Both flags of this group.
+    #[inline]
+    pub const fn flags(self) -> u64 {
+        self.flag(Kind::Thread) | self.flag(Kind::Task)
     }
 }
 
@@ -97,11 +137,29 @@ impl Wake {
         self.0 == 0
     }
 
-    /// Sleepers of this kind must be woken.
+    /// Some waiters of this group must be woken.
+    #[cfg_attr(not(any(test, feature = "internals")), allow(dead_code))]
     #[inline]
     pub const fn contains(self, waiters: Waiters) -> bool {
-        self.0 & waiters.flag() != 0
+        self.0 & waiters.flags() != 0
     }
+
+    /// Waiters of this group and kind must be woken.
+    #[inline]
+    pub const fn wakes(self, waiters: Waiters, kind: Kind) -> bool {
+        self.0 & waiters.flag(kind) != 0
+    }
+}
+
+/// What a waiter does next, from [`State::decide`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Its condition holds: go on (a guest still has to claim its place).
+    Proceed,
+    /// The fortress is killed: answer `Shutdown`.
+    Shutdown,
+    /// Wait, unless the abort has fired.
+    Wait,
 }
 
 /// A snapshot of the state word.
@@ -129,10 +187,16 @@ impl State {
         self.0 & SHUTDOWN != 0
     }
 
-    /// Sleepers of the given kind may exist.
+    /// Waiters of this group, of either kind, may exist.
     #[inline]
     pub const fn has_waiters(self, waiters: Waiters) -> bool {
-        self.0 & waiters.flag() != 0
+        self.0 & waiters.flags() != 0
+    }
+
+    /// Waiters of this group and kind may exist.
+    #[inline]
+    pub const fn has(self, waiters: Waiters, kind: Kind) -> bool {
+        self.0 & waiters.flag(kind) != 0
     }
 
     /// Guests inside, counting those about to back out.
@@ -165,6 +229,21 @@ impl State {
         }
     }
 
+    /// What a waiter of this group does in this state: the one place that decides, for
+    /// threads and tasks alike. Precedence: a killed fortress answers `Shutdown`
+    /// (`wait` excepted: shutdown is what it waits for); otherwise a call that can
+    /// proceed proceeds. Only [`Decision::Wait`] can turn into `Aborted`.
+    #[inline]
+    pub const fn decide(self, waiters: Waiters) -> Decision {
+        match waiters {
+            Waiters::Done if self.satisfies(Waiters::Done) => Decision::Proceed,
+            Waiters::Done => Decision::Wait,
+            _ if self.shut_down() => Decision::Shutdown,
+            _ if self.satisfies(waiters) => Decision::Proceed,
+            _ => Decision::Wait,
+        }
+    }
+
     /// Clears the flag of every kind of sleeper whose condition holds.
     #[inline]
     pub const fn settled(self) -> State {
@@ -173,7 +252,7 @@ impl State {
         while i < Waiters::ALL.len() {
             let waiters = Waiters::ALL[i];
             if self.satisfies(waiters) {
-                clear |= waiters.flag();
+                clear |= waiters.flags();
             }
             i += 1;
         }
@@ -184,7 +263,7 @@ impl State {
     /// one of their flags is set. Read on the value before the decrement.
     #[inline]
     pub const fn last_out_wakes(self) -> bool {
-        self.guests() == 1 && self.0 & (DRAIN_WAITERS | DONE_WAITERS) != 0
+        self.guests() == 1 && self.0 & (Waiters::Drain.flags() | Waiters::Done.flags()) != 0
     }
 
     /// One more guest. The caller has checked [`State::overflowed`].
@@ -223,10 +302,10 @@ impl State {
         State(self.0 | SHUTDOWN).settled()
     }
 
-    /// A sleeper of the given kind announces itself.
+    /// A waiter announces itself before it sleeps.
     #[inline]
-    pub const fn with_waiters(self, waiters: Waiters) -> State {
-        State(self.0 | waiters.flag())
+    pub const fn with_waiter(self, waiters: Waiters, kind: Kind) -> State {
+        State(self.0 | waiters.flag(kind))
     }
 
     /// The futexes that the transition `self -> new` must wake: those whose flag it
@@ -236,7 +315,7 @@ impl State {
         Wake(self.0 & !new.0 & WAITERS)
     }
 
-    /// The invariant of every settled state: no flag stands for sleepers whose
+    /// The invariant of every settled state: no flag stands for waiters whose
     /// condition holds (they would never be woken).
     pub fn check_invariants(self) -> Result<(), &'static str> {
         match Waiters::ALL
@@ -257,10 +336,25 @@ impl fmt::Debug for State {
             .field("locked", &self.locked())
             .field("shut_down", &self.shut_down())
             .field("guests", &self.guests())
-            .field("gate_waiters", &self.has_waiters(Waiters::Gate))
-            .field("drain_waiters", &self.has_waiters(Waiters::Drain))
-            .field("done_waiters", &self.has_waiters(Waiters::Done))
+            .field("waiters", &WaiterFlags(*self))
             .finish()
+    }
+}
+
+/// The waiter flags of a state, listed by name: `[gate threads, drain tasks]`.
+struct WaiterFlags(State);
+
+impl fmt::Debug for WaiterFlags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut list = f.debug_list();
+        for waiters in Waiters::ALL {
+            for kind in [Kind::Thread, Kind::Task] {
+                if self.0.has(waiters, kind) {
+                    list.entry(&format_args!("{waiters:?} {kind:?}s"));
+                }
+            }
+        }
+        list.finish()
     }
 }
 
@@ -269,13 +363,20 @@ mod tests {
     use super::*;
 
     const ALL_FLAG_COMBINATIONS: core::ops::RangeInclusive<u64> = 0..=FLAGS;
+    const GATE_WAITERS: u64 = Waiters::Gate.flags();
+    const DRAIN_WAITERS: u64 = Waiters::Drain.flags();
+    const DONE_WAITERS: u64 = Waiters::Done.flags();
 
     #[test]
     fn layout_is_derived_and_disjoint() {
-        assert_eq!(FLAGS, 0b1_1111);
-        assert_eq!(COUNT_SHIFT, 5);
+        assert_eq!(FLAGS, 0b1111_1111);
+        assert_eq!(COUNT_SHIFT, 8);
         assert_eq!(ONE_GUEST & FLAGS, 0);
-        assert_eq!(MAX_GUESTS, 1 << 58);
+        assert_eq!(MAX_GUESTS, 1 << 55);
+        assert_eq!(THREADS & TASKS, 0);
+        for waiters in Waiters::ALL {
+            assert_eq!(waiters.flag(Kind::Task), waiters.flag(Kind::Thread) << 1);
+        }
         assert_eq!(OVERFLOW & FLAGS, 0);
     }
 
@@ -399,11 +500,11 @@ mod tests {
 
     #[test]
     fn debug_decodes_the_word() {
-        let s = State(LOCKED | GATE_WAITERS | (2 * ONE_GUEST));
+        let s = State(LOCKED | GATE_THREADS | DRAIN_TASKS | (2 * ONE_GUEST));
         assert_eq!(
             format!("{s:?}"),
-            "State { locked: true, shut_down: false, guests: 2, gate_waiters: true, \
-             drain_waiters: false, done_waiters: false }"
+            "State { locked: true, shut_down: false, guests: 2, \
+             waiters: [Gate Threads, Drain Tasks] }"
         );
     }
 }

@@ -2,6 +2,7 @@
 //! failure; nothing measures speed.
 #![allow(dead_code)]
 
+use fortress_gate::internals::{snapshot, Kind, Waiters};
 use fortress_gate::{Abort, Fortress};
 use std::sync::mpsc;
 use std::thread;
@@ -29,7 +30,7 @@ pub fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'sta
     }
 }
 
-/// Which sleepers the fortress's `Debug` output says may be asleep.
+/// What a waiter waits for, as the tests name it.
 #[derive(Clone, Copy, Debug)]
 pub enum Sleepers {
     Gate,
@@ -37,20 +38,35 @@ pub enum Sleepers {
     Done,
 }
 
-/// Polls until `fortress` reports sleepers of this kind (they have announced
-/// themselves in the state word and sleep or are about to), so a test exercises the
+impl Sleepers {
+    fn waiters(self) -> Waiters {
+        match self {
+            Sleepers::Gate => Waiters::Gate,
+            Sleepers::Drain => Waiters::Drain,
+            Sleepers::Done => Waiters::Done,
+        }
+    }
+}
+
+/// Polls until `fortress` has threads of this kind flagged in its state word (they
+/// have announced themselves and sleep or are about to), so a test exercises the
 /// sleeping path rather than the spin.
 pub fn until_asleep(fortress: &Fortress, kind: Sleepers) {
-    let field = match kind {
-        Sleepers::Gate => "gate_waiters: true",
-        Sleepers::Drain => "drain_waiters: true",
-        Sleepers::Done => "done_waiters: true",
-    };
+    until_flagged(fortress, kind, Kind::Thread)
+}
+
+/// Polls until `fortress` has tasks of this kind flagged: they have returned
+/// `Pending` (or are about to).
+pub fn until_pending(fortress: &Fortress, kind: Sleepers) {
+    until_flagged(fortress, kind, Kind::Task)
+}
+
+fn until_flagged(fortress: &Fortress, kind: Sleepers, who: Kind) {
     let start = Instant::now();
-    while !format!("{fortress:?}").contains(field) {
+    while !snapshot(fortress).has(kind.waiters(), who) {
         assert!(
             start.elapsed() < HANG,
-            "no {kind:?} sleeper appeared: {fortress:?}"
+            "no {kind:?} {who:?} appeared: {fortress:?}"
         );
         thread::sleep(Duration::from_millis(1));
     }

@@ -1,0 +1,214 @@
+//! Async waits (feature `async`): the same state word and the same notifiers as the
+//! blocking calls, with a waker in place of a sleeping thread. Runtime-agnostic: only
+//! `core::task` is used.
+//!
+//! Every future here is cancel-safe by drop: a pending future holds only its
+//! registrations (its waker in a notifier's task set, its notifier in the abort
+//! token), and dropping it removes both. A lockdown closes the gate at its first poll,
+//! so dropping it afterwards leaves the gate closed, exactly as an aborted lockdown.
+
+use crate::abort::Abort;
+use crate::error::Error;
+use crate::fortress::{Fortress, Guard, Guest};
+use crate::gate::{Gate, TaskWait};
+use crate::sync::Arc;
+use crate::visit::{OwnedVisit, Visit};
+use core::future::Future;
+use core::pin::Pin;
+use core::task::{Context, Poll};
+
+/// `Abort::never()` for waits that take no token (`wait_async`).
+static NEVER: Abort = Abort::never();
+
+/// An entry in progress: `Guest::enter_async` and `Guest::enter_owned_async`.
+struct Enter<'a> {
+    gate: &'a Gate,
+    abort: &'a Abort,
+    wait: TaskWait<'a>,
+    finished: bool,
+}
+
+impl Future for Enter<'_> {
+    type Output = Result<(), Error>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        assert!(
+            !this.finished,
+            "an enter future was polled after it completed"
+        );
+        let poll = this.gate.poll_enter(this.abort, &mut this.wait, cx);
+        this.finished = poll.is_ready();
+        poll
+    }
+}
+
+/// A lockdown in progress: closes the gate at its first poll, then waits for the drain.
+struct Lockdown<'a> {
+    gate: &'a Gate,
+    abort: &'a Abort,
+    wait: TaskWait<'a>,
+    closed: bool,
+    finished: bool,
+}
+
+impl Future for Lockdown<'_> {
+    type Output = Result<(), Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        assert!(
+            !this.finished,
+            "a lockdown future was polled after it completed"
+        );
+        let poll = if this.closed {
+            this.gate.poll_drain(this.abort, &mut this.wait, cx)
+        } else {
+            this.closed = true;
+            match this.gate.close() {
+                Ok(false) => this.gate.poll_drain(this.abort, &mut this.wait, cx),
+                done => Poll::Ready(done.map(drop)),
+            }
+        };
+        this.finished = poll.is_ready();
+        poll
+    }
+}
+
+/// `Fortress::wait_async` in progress.
+struct Done<'a> {
+    gate: &'a Gate,
+    wait: TaskWait<'a>,
+}
+
+impl Future for Done<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        this.gate.poll_done(&NEVER, &mut this.wait, cx)
+    }
+}
+
+impl Guest {
+    fn enter_future<'g: 'a, 'a>(&'g self, abort: &'a Abort) -> Enter<'a> {
+        Enter {
+            gate: &self.gate,
+            abort,
+            wait: TaskWait::new(),
+            finished: false,
+        }
+    }
+
+    /// As [`Guest::enter`], for async code: the task waits without blocking its thread.
+    ///
+    /// On an open fortress the future is ready at its first poll, having done one
+    /// read-modify-write and stored nothing. Dropping it while it waits leaves nothing
+    /// behind.
+    ///
+    /// # Errors
+    /// As [`Guest::visit`].
+    ///
+    /// ```
+    /// # futures_lite_block_on(async {
+    /// use fortress_gate::{Abort, Fortress};
+    ///
+    /// let fortress = Fortress::new();
+    /// fortress.guard().unlock()?;
+    /// let guest = fortress.guest();
+    /// let visit = guest.enter_async(&Abort::never()).await?;
+    /// assert_eq!(fortress.guests(), 1);
+    /// drop(visit);
+    /// # Ok::<(), fortress_gate::Error>(())
+    /// # }).unwrap();
+    /// # fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
+    /// #     let waker = std::task::Waker::noop();
+    /// #     let mut cx = std::task::Context::from_waker(&waker);
+    /// #     let mut f = std::pin::pin!(f);
+    /// #     loop {
+    /// #         if let std::task::Poll::Ready(out) = f.as_mut().poll(&mut cx) { return out; }
+    /// #         std::thread::yield_now();
+    /// #     }
+    /// # }
+    /// ```
+    #[must_use = "futures do nothing unless awaited"]
+    pub fn enter_async<'g: 'a, 'a>(
+        &'g self,
+        abort: &'a Abort,
+    ) -> impl Future<Output = Result<Visit<'g>, Error>> + Send + 'a {
+        let gate: &'g Gate = &self.gate;
+        let enter = self.enter_future(abort);
+        async move {
+            enter.await?;
+            Ok(Visit::new(gate))
+        }
+    }
+
+    /// As [`Guest::enter_async`], but the visit owns a handle to the fortress, so it
+    /// can outlive this `Guest` (for instance in a spawned task).
+    ///
+    /// # Errors
+    /// As [`Guest::visit`].
+    #[must_use = "futures do nothing unless awaited"]
+    pub fn enter_owned_async<'a>(
+        &'a self,
+        abort: &'a Abort,
+    ) -> impl Future<Output = Result<OwnedVisit, Error>> + Send + 'a {
+        let enter = self.enter_future(abort);
+        async move {
+            enter.await?;
+            Ok(OwnedVisit::new(Arc::clone(&self.gate)))
+        }
+    }
+
+    /// As [`Guest::visit`], for async code: waits until the fortress is unlocked, then
+    /// runs `fut` inside the visit. `fut` is first polled inside the visit; the visit
+    /// ends when `fut` completes or when this future is dropped.
+    ///
+    /// # Errors
+    /// As [`Guest::visit`]; `fut` is never polled then.
+    pub async fn visit_async<T>(
+        &self,
+        fut: impl Future<Output = T>,
+        abort: &Abort,
+    ) -> Result<T, Error> {
+        self.enter_future(abort).await?;
+        let _visit = Visit::new(&self.gate);
+        Ok(fut.await)
+    }
+}
+
+impl Guard {
+    /// As [`Guard::lockdown`], for async code. The gate closes at the first poll;
+    /// dropping the future after that leaves it closed, exactly as an aborted lockdown
+    /// (a later [`unlock`](Guard::unlock) reopens it).
+    ///
+    /// # Errors
+    /// As [`Guard::lockdown`].
+    #[must_use = "futures do nothing unless awaited"]
+    pub fn lockdown_async<'a>(
+        &'a self,
+        abort: &'a Abort,
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'a {
+        Lockdown {
+            gate: &self.gate,
+            abort,
+            wait: TaskWait::new(),
+            closed: false,
+            finished: false,
+        }
+    }
+}
+
+impl Fortress {
+    /// As [`Worker::wait`](crate::Worker::wait), for async code: completes once the
+    /// fortress is killed and no visit is running.
+    pub async fn wait_async(&self) {
+        Done {
+            gate: &self.gate,
+            wait: TaskWait::new(),
+        }
+        .await
+    }
+}
