@@ -7,6 +7,8 @@
 #![cfg_attr(all(test, loom), deny(unsafe_code))]
 
 mod abort;
+mod abort_future;
+mod deadline;
 mod error;
 mod fortress;
 #[cfg(feature = "async")]
@@ -15,6 +17,7 @@ mod gate;
 mod manifold;
 mod notify;
 mod occupy;
+mod signal;
 mod state;
 mod sync;
 mod visit;
@@ -22,6 +25,8 @@ mod worker;
 
 #[cfg(all(test, loom, feature = "async"))]
 mod loom_async;
+#[cfg(all(test, loom))]
+mod loom_deadline;
 #[cfg(all(test, loom))]
 #[allow(unsafe_code)]
 mod loom_models;
@@ -43,5 +48,10 @@ pub mod internals {
     /// The fortress's state word right now.
     pub fn snapshot(fortress: &crate::Fortress) -> State {
         fortress.snapshot()
+    }
+
+    /// How many deadlines the shared timer holds right now (for leak checks).
+    pub fn timer_entries() -> usize {
+        crate::deadline::pending()
     }
 }

@@ -18,6 +18,43 @@ pub(crate) use loom::sync::{
 };
 
 pub(crate) use core::sync::atomic::Ordering;
+pub(crate) use std::time::Instant;
+
+/// The clock that deadlines are read from. Under loom it is a model clock that only
+/// moves when a model calls `clock::advance`, so a model can pass a deadline.
+#[cfg(not(all(test, loom)))]
+#[inline]
+pub(crate) fn now() -> Instant {
+    Instant::now()
+}
+
+#[cfg(all(test, loom))]
+pub(crate) use clock::now;
+
+#[cfg(all(test, loom))]
+pub(crate) mod clock {
+    use super::{AtomicU64, Instant, Ordering::SeqCst};
+    use std::time::Duration;
+
+    loom::lazy_static! {
+        /// Nanoseconds the model clock has moved in this execution.
+        static ref ELAPSED: AtomicU64 = AtomicU64::new(0);
+    }
+
+    fn base() -> Instant {
+        static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *BASE.get_or_init(Instant::now)
+    }
+
+    pub(crate) fn now() -> Instant {
+        base() + Duration::from_nanos(ELAPSED.load(SeqCst))
+    }
+
+    /// Moves the model clock forward.
+    pub(crate) fn advance(by: Duration) {
+        ELAPSED.fetch_add(by.as_nanos() as u64, SeqCst);
+    }
+}
 
 /// Locks a mutex, ignoring poisoning: every critical section in this crate leaves its
 /// data consistent even if it unwinds.

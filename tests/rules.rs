@@ -258,7 +258,10 @@ fn debug_decodes_the_state_word() {
     );
     assert!(format!("{:?}", fortress.guard()).starts_with("Guard(State {"));
     assert_eq!(format!("{:?}", Abort::never()), "Abort::never()");
-    assert_eq!(format!("{:?}", fired()), "Abort { aborted: true }");
+    assert_eq!(
+        format!("{:?}", fired()),
+        "Abort { aborted: true, deadline: None }"
+    );
 }
 
 #[test]
