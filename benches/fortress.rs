@@ -6,14 +6,21 @@
 //! * `lockdown`: lockdown + unlock with nobody inside, against write lock + drop;
 //! * `contended`: every core visiting at once;
 //! * `wakeup`: from `unlock` to a sleeping guest running, and from the last visit
-//!   leaving to a sleeping lockdown returning, against a `Mutex` + `Condvar` hand-off.
+//!   leaving to a sleeping lockdown returning, against a `Mutex` + `Condvar` hand-off;
+//! * `async_uncontended`: `enter_async` + drop on an open fortress, against tokio's and
+//!   async-lock's `RwLock::read` + drop, all polled by one minimal `block_on`;
+//! * `async_wakeup`: from `unlock` to a task pending at the gate running, on a
+//!   two-worker tokio runtime, against the same hand-off through tokio's `RwLock`.
 //!
 //! `cargo bench -p fortress-gate-benches`, then `python3 benches/report.py` for the ratios.
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 use fortress_gate::{Abort, Fortress, Guard, Guest};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::future::{poll_fn, Future};
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Barrier, Condvar, Mutex, RwLock};
+use std::task::{Context, Poll, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -208,7 +215,7 @@ fn wakeup(c: &mut Criterion) {
             let mut total = Duration::ZERO;
             for _ in 0..n {
                 go_tx.send(()).unwrap();
-                until_asleep(&fortress, "gate_waiters: true");
+                until_asleep(&fortress, "Gate Threads");
                 let t0 = Instant::now();
                 guard.unlock().unwrap();
                 total += rx.recv().unwrap() - t0;
@@ -259,7 +266,7 @@ fn wakeup(c: &mut Criterion) {
                 for _ in 0..n {
                     let visit = guest.enter(&Abort::never()).unwrap();
                     go_tx.send(()).unwrap();
-                    until_asleep(&observer, "drain_waiters: true");
+                    until_asleep(&observer, "Drain Threads");
                     let t0 = Instant::now();
                     drop(visit);
                     tx.send(t0).unwrap();
@@ -308,6 +315,132 @@ fn wakeup(c: &mut Criterion) {
     g.finish();
 }
 
+/// The smallest executor there is: polls with a waker that does nothing, and yields
+/// the thread between polls. On an open lock every contender below is ready at its
+/// first poll, so what is timed is the futures themselves, not a runtime.
+#[inline]
+fn block_on<F: Future>(fut: F) -> F::Output {
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut fut = pin!(fut);
+    loop {
+        if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+            return out;
+        }
+        thread::yield_now();
+    }
+}
+
+fn async_uncontended(c: &mut Criterion) {
+    let mut g = c.benchmark_group("async_uncontended");
+    g.measurement_time(Duration::from_secs(2));
+    let never = Abort::never();
+
+    let (_f, _guard, guest) = open_fortress();
+    g.bench_function("fortress_enter_drop", |b| {
+        b.iter(|| block_on(async { drop(black_box(guest.enter_async(&never).await.unwrap())) }))
+    });
+    let tokio_lock = tokio::sync::RwLock::new(());
+    g.bench_function("tokio_rwlock_read", |b| {
+        b.iter(|| block_on(async { drop(black_box(tokio_lock.read().await)) }))
+    });
+    let async_lock = async_lock::RwLock::new(());
+    g.bench_function("async_lock_read", |b| {
+        b.iter(|| block_on(async { drop(black_box(async_lock.read().await)) }))
+    });
+    g.finish();
+}
+
+/// Awaits `fut`, raising `pending` as soon as a poll of it returns `Pending`: by then
+/// its waker is registered, so the task is truly waiting.
+async fn announce_pending<F: Future>(fut: F, pending: &AtomicBool) -> F::Output {
+    let mut fut = pin!(fut);
+    poll_fn(|cx| {
+        let poll = fut.as_mut().poll(cx);
+        if poll.is_pending() {
+            pending.store(true, Ordering::Release);
+        }
+        poll
+    })
+    .await
+}
+
+/// Waits (outside the timed region) until the task has announced that it is pending,
+/// then gives its worker [`FALL_ASLEEP`] to run out of work and park.
+fn until_pending(pending: &AtomicBool) {
+    while !pending.load(Ordering::Acquire) {
+        thread::yield_now();
+    }
+    thread::sleep(FALL_ASLEEP);
+}
+
+fn async_wakeup(c: &mut Criterion) {
+    let mut g = c.benchmark_group("async_wakeup");
+    g.sample_size(20);
+    g.measurement_time(Duration::from_secs(2));
+    // One runtime for both contenders; the bench thread is not one of its workers, so
+    // every wake-up crosses threads, as a guard's `unlock` from elsewhere would.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+
+    // unlock -> a task pending at the closed gate runs.
+    g.bench_function(BenchmarkId::new("unlock_to_task", "fortress"), |b| {
+        b.iter_custom(|n| {
+            let fortress = Fortress::new(); // locked
+            let guard = fortress.guard();
+            let pending = Arc::new(AtomicBool::new(false));
+            let (tx, rx) = mpsc::channel::<Instant>();
+            let mut total = Duration::ZERO;
+            for _ in 0..n {
+                pending.store(false, Ordering::Relaxed);
+                let (guest, task_pending, tx) = (fortress.guest(), pending.clone(), tx.clone());
+                rt.spawn(async move {
+                    let never = Abort::never();
+                    let entered = announce_pending(guest.enter_async(&never), &task_pending);
+                    let visit = entered.await.unwrap();
+                    tx.send(Instant::now()).unwrap();
+                    drop(visit);
+                });
+                until_pending(&pending);
+                let t0 = Instant::now();
+                guard.unlock().unwrap();
+                total += rx.recv().unwrap() - t0;
+                guard.lockdown(&Abort::never()).unwrap();
+            }
+            total
+        })
+    });
+
+    // The same hand-off through tokio's RwLock: the bench thread holds the write lock,
+    // a task awaits `read()`, the bench thread drops the write guard.
+    g.bench_function(BenchmarkId::new("unlock_to_task", "tokio_rwlock"), |b| {
+        b.iter_custom(|n| {
+            let lock = Arc::new(tokio::sync::RwLock::new(()));
+            let mut write = rt.block_on(Arc::clone(&lock).write_owned());
+            let pending = Arc::new(AtomicBool::new(false));
+            let (tx, rx) = mpsc::channel::<Instant>();
+            let mut total = Duration::ZERO;
+            for _ in 0..n {
+                pending.store(false, Ordering::Relaxed);
+                let (task_lock, task_pending, tx) = (lock.clone(), pending.clone(), tx.clone());
+                rt.spawn(async move {
+                    let read = announce_pending(task_lock.read(), &task_pending).await;
+                    tx.send(Instant::now()).unwrap();
+                    drop(read);
+                });
+                until_pending(&pending);
+                let t0 = Instant::now();
+                drop(write);
+                total += rx.recv().unwrap() - t0;
+                write = rt.block_on(Arc::clone(&lock).write_owned());
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(500))
@@ -318,6 +451,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = uncontended, lockdown, contended, wakeup
+    targets = uncontended, lockdown, contended, wakeup, async_uncontended, async_wakeup
 }
 criterion_main!(benches);

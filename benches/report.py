@@ -14,9 +14,19 @@ def median(path):
 
 
 def row(name, path):
-    ns = median(path)
+    """The median, or None if this benchmark has not been run (e.g. after
+    `cargo bench -p fortress-gate-benches -- async`, which runs only the async groups)."""
+    try:
+        ns = median(path)
+    except FileNotFoundError:
+        print(f"  {name:<44} {'not run':>10}")
+        return None
     print(f"  {name:<44} {ns:10.2f} ns")
     return ns
+
+
+def ratio(a, b):
+    return None if a is None or b is None else a / b
 
 
 print("medians")
@@ -31,23 +41,33 @@ c = {k: row(f"contended/{k}", f"contended/{k}") for k in
       "condvar_fortress_visit"]}
 w = {f"{a}/{b}": row(f"wakeup/{a}/{b}", f"wakeup/{a}/{b}") for a in
      ["unlock_to_visit", "leave_to_lockdown"] for b in ["fortress", "condvar"]}
+au = {k: row(f"async_uncontended/{k}", f"async_uncontended/{k}") for k in
+      ["fortress_enter_drop", "tokio_rwlock_read", "async_lock_read"]}
+aw = {k: row(f"async_wakeup/unlock_to_task/{k}", f"async_wakeup/unlock_to_task/{k}") for k in
+      ["fortress", "tokio_rwlock"]}
 
 checks = [
-    ("visit / atomic pair", u["fortress_visit"] / u["atomic_pair"], 1.10),
-    ("visit / std RwLock read", u["fortress_visit"] / u["std_rwlock_read"], 0.90),
-    ("visit / parking_lot read", u["fortress_visit"] / u["parking_lot_read"], 0.90),
-    ("enter+drop / atomic pair", u["fortress_enter_drop"] / u["atomic_pair"], 1.10),
-    ("visit / Mutex+Condvar visit", u["fortress_visit"] / u["condvar_fortress_visit"], None),
-    ("lockdown+unlock / std write+drop", l["fortress_lockdown_unlock"] / l["std_rwlock_write"], 1.20),
-    ("lockdown+unlock / parking_lot write+drop", l["fortress_lockdown_unlock"] / l["parking_lot_write"], None),
-    ("contended visit / contended std read", c["fortress_visit"] / c["std_rwlock_read"], 1.00),
-    ("contended visit / contended parking_lot read", c["fortress_visit"] / c["parking_lot_read"], None),
-    ("contended visit / contended atomic pair", c["fortress_visit"] / c["atomic_pair"], None),
-    ("wake-up unlock->visit / Condvar", w["unlock_to_visit/fortress"] / w["unlock_to_visit/condvar"], None),
-    ("wake-up leave->lockdown / Condvar", w["leave_to_lockdown/fortress"] / w["leave_to_lockdown/condvar"], None),
+    ("visit / atomic pair", ratio(u["fortress_visit"], u["atomic_pair"]), 1.10),
+    ("visit / std RwLock read", ratio(u["fortress_visit"], u["std_rwlock_read"]), 0.90),
+    ("visit / parking_lot read", ratio(u["fortress_visit"], u["parking_lot_read"]), 0.90),
+    ("enter+drop / atomic pair", ratio(u["fortress_enter_drop"], u["atomic_pair"]), 1.10),
+    ("visit / Mutex+Condvar visit", ratio(u["fortress_visit"], u["condvar_fortress_visit"]), None),
+    ("lockdown+unlock / std write+drop", ratio(l["fortress_lockdown_unlock"], l["std_rwlock_write"]), 1.20),
+    ("lockdown+unlock / parking_lot write+drop", ratio(l["fortress_lockdown_unlock"], l["parking_lot_write"]), None),
+    ("contended visit / contended std read", ratio(c["fortress_visit"], c["std_rwlock_read"]), 1.00),
+    ("contended visit / contended parking_lot read", ratio(c["fortress_visit"], c["parking_lot_read"]), None),
+    ("contended visit / contended atomic pair", ratio(c["fortress_visit"], c["atomic_pair"]), None),
+    ("wake-up unlock->visit / Condvar", ratio(w["unlock_to_visit/fortress"], w["unlock_to_visit/condvar"]), None),
+    ("wake-up leave->lockdown / Condvar", ratio(w["leave_to_lockdown/fortress"], w["leave_to_lockdown/condvar"]), None),
+    ("async enter+drop / tokio RwLock read", ratio(au["fortress_enter_drop"], au["tokio_rwlock_read"]), 0.50),
+    ("async enter+drop / async-lock read", ratio(au["fortress_enter_drop"], au["async_lock_read"]), 1.00),
+    ("async wake-up unlock->task / tokio RwLock", ratio(aw["fortress"], aw["tokio_rwlock"]), 1.00),
 ]
 print("\nratios (target)")
-for name, ratio, target in checks:
-    verdict = "" if target is None else ("  ok" if ratio <= target else "  MISSED")
+for name, value, target in checks:
     goal = "" if target is None else f"<= {target:.2f}"
-    print(f"  {name:<44} {ratio:6.3f}  {goal:8}{verdict}")
+    if value is None:
+        print(f"  {name:<44} {'-':>6}  {goal:8}  not run")
+        continue
+    verdict = "" if target is None else ("  ok" if value <= target else "  MISSED")
+    print(f"  {name:<44} {value:6.3f}  {goal:8}{verdict}")

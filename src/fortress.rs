@@ -80,8 +80,56 @@ impl Fortress {
     /// A new fortress, locked.
     pub fn new() -> Fortress {
         Fortress {
-            gate: Arc::new(Gate::new()),
+            gate: Arc::new(Gate::new(None)),
         }
+    }
+
+    /// A new, locked fortress whose guests are spread over one slot per core
+    /// ([`available_parallelism`](std::thread::available_parallelism)), so that
+    /// visits from many cores do not all write one cache line.
+    ///
+    /// Same handles, same rules as [`Fortress::new`]. A visit is still one
+    /// read-modify-write in and one out, on its thread's slot; `lockdown`, `unlock` and
+    /// `kill` pay for the slots (they close, reopen or count each one), so pick it when
+    /// guests are many and lockdowns rare.
+    ///
+    /// ```
+    /// use fortress_gate::{Abort, Fortress};
+    ///
+    /// let fortress = Fortress::sharded();
+    /// assert!(fortress.is_locked());
+    /// fortress.guard().unlock()?;
+    /// let visit = fortress.guest().enter_owned(&Abort::never())?;
+    /// assert_eq!(fortress.guests(), 1);
+    /// drop(visit);
+    /// fortress.guard().lockdown(&Abort::never())?;
+    /// # Ok::<(), fortress_gate::Error>(())
+    /// ```
+    pub fn sharded() -> Fortress {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Fortress::with_shards(cores)
+    }
+
+    /// As [`Fortress::sharded`], with `shards` slots.
+    ///
+    /// # Panics
+    /// If `shards` is 0.
+    ///
+    /// ```
+    /// let fortress = fortress_gate::Fortress::with_shards(8);
+    /// assert_eq!(fortress.shards(), 8);
+    /// ```
+    pub fn with_shards(shards: usize) -> Fortress {
+        assert!(shards > 0, "a sharded fortress needs at least one slot");
+        Fortress {
+            gate: Arc::new(Gate::new(Some(shards))),
+        }
+    }
+
+    /// How many guest slots the fortress has: 0 for [`Fortress::new`]'s single state
+    /// word.
+    pub fn shards(&self) -> usize {
+        self.gate.shard_count()
     }
 
     /// A guard of this fortress.
@@ -219,10 +267,11 @@ impl Guest {
     ///
     /// # Errors
     /// As [`Guest::visit`].
+    #[must_use = "the visit ends as soon as the returned value is dropped"]
     #[inline]
     pub fn enter(&self, abort: &Abort) -> Result<Visit<'_>, Error> {
-        self.gate.enter(abort)?;
-        Ok(Visit::new(&self.gate))
+        let ticket = self.gate.enter(abort)?;
+        Ok(Visit::new(&self.gate, ticket))
     }
 
     /// As [`Guest::enter`], but the visit owns a handle to the fortress, so it can
@@ -230,9 +279,10 @@ impl Guest {
     ///
     /// # Errors
     /// As [`Guest::visit`].
+    #[must_use = "the visit ends as soon as the returned value is dropped"]
     pub fn enter_owned(&self, abort: &Abort) -> Result<OwnedVisit, Error> {
-        self.gate.enter(abort)?;
-        Ok(OwnedVisit::new(Arc::clone(&self.gate)))
+        let ticket = self.gate.enter(abort)?;
+        Ok(OwnedVisit::new(Arc::clone(&self.gate), ticket))
     }
 
     /// Starts a visit if the fortress is unlocked right now; never waits. `None` if it
@@ -246,9 +296,12 @@ impl Guest {
     /// assert!(guest.try_enter().is_some());
     /// # Ok::<(), fortress_gate::Error>(())
     /// ```
+    #[must_use = "the visit ends as soon as the returned value is dropped"]
     #[inline]
     pub fn try_enter(&self) -> Option<Visit<'_>> {
-        self.gate.try_enter().then(|| Visit::new(&self.gate))
+        self.gate
+            .try_enter()
+            .map(|ticket| Visit::new(&self.gate, ticket))
     }
 }
 

@@ -11,6 +11,7 @@ use crate::abort::Abort;
 use crate::error::Error;
 use crate::fortress::{Fortress, Guard, Guest};
 use crate::gate::{Gate, TaskWait};
+use crate::shards::Ticket;
 use crate::sync::Arc;
 use crate::visit::{OwnedVisit, Visit};
 use core::future::Future;
@@ -29,7 +30,7 @@ struct Enter<'a> {
 }
 
 impl Future for Enter<'_> {
-    type Output = Result<(), Error>;
+    type Output = Result<Ticket, Error>;
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -140,8 +141,8 @@ impl Guest {
         let gate: &'g Gate = &self.gate;
         let enter = self.enter_future(abort);
         async move {
-            enter.await?;
-            Ok(Visit::new(gate))
+            let ticket = enter.await?;
+            Ok(Visit::new(gate, ticket))
         }
     }
 
@@ -157,8 +158,8 @@ impl Guest {
     ) -> impl Future<Output = Result<OwnedVisit, Error>> + Send + 'a {
         let enter = self.enter_future(abort);
         async move {
-            enter.await?;
-            Ok(OwnedVisit::new(Arc::clone(&self.gate)))
+            let ticket = enter.await?;
+            Ok(OwnedVisit::new(Arc::clone(&self.gate), ticket))
         }
     }
 
@@ -173,8 +174,8 @@ impl Guest {
         fut: impl Future<Output = T>,
         abort: &Abort,
     ) -> Result<T, Error> {
-        self.enter_future(abort).await?;
-        let _visit = Visit::new(&self.gate);
+        let ticket = self.enter_future(abort).await?;
+        let _visit = Visit::new(&self.gate, ticket);
         Ok(fut.await)
     }
 }

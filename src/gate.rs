@@ -18,7 +18,8 @@ use crate::abort::Abort;
 use crate::abort::Registration;
 use crate::error::Error;
 use crate::notify::Notifier;
-use crate::state::{Decision, Kind, State, Waiters, Wake, ONE_GUEST};
+use crate::shards::{Shards, Ticket};
+use crate::state::{Decision, Kind, State, Waiters, Wake, COUNT_SHIFT, FLAGS, ONE_GUEST};
 use crate::sync::{
     Arc, AtomicU64,
     Ordering::{self, AcqRel, Acquire, Relaxed, Release},
@@ -36,6 +37,10 @@ pub(crate) struct Gate {
     /// One notifier per group of waiters, in `Waiters::ALL` order. Each is an `Arc` of
     /// its own because an abort token holds on to the notifiers it must wake.
     notifiers: [Arc<Notifier>; 3],
+    /// The guest slots of a sharded fortress (`shards.rs`); `None` for the single word.
+    /// In a sharded fortress the state word's count holds the slots' references, not
+    /// guests.
+    shards: Option<Shards>,
 }
 
 /// What a waiter's look at the state word decided.
@@ -62,17 +67,33 @@ pub(crate) struct TaskWait<'a> {
 }
 
 impl Gate {
-    pub(crate) fn new() -> Gate {
+    /// A new, locked gate: one state word, or that and `shards` guest slots.
+    pub(crate) fn new(shards: Option<usize>) -> Gate {
         Gate {
             state: CachePadded::new(AtomicU64::new(State::NEW.0)),
             notifiers: [(); 3].map(|()| Arc::new(Notifier::new())),
+            shards: shards.map(Shards::new),
         }
     }
 
-    /// A snapshot, for diagnostics and `Visit::lockdown_pending`.
-    #[inline]
+    /// The state word; in a sharded fortress with the guests summed over the slots.
     pub(crate) fn snapshot(&self) -> State {
-        State(self.state.load(Relaxed))
+        let s = State(self.state.load(Relaxed));
+        match &self.shards {
+            None => s,
+            Some(shards) => State(s.0 & FLAGS | shards.guests() << COUNT_SHIFT),
+        }
+    }
+
+    /// Whether the gate is closed: one relaxed load of the state word.
+    #[inline]
+    pub(crate) fn locked(&self) -> bool {
+        State(self.state.load(Relaxed)).locked()
+    }
+
+    /// The number of guest slots; 0 for the single word.
+    pub(crate) fn shard_count(&self) -> usize {
+        self.shards.as_ref().map_or(0, Shards::len)
     }
 
     /// Tasks registered with any notifier: for the models' leak checks.
@@ -85,18 +106,29 @@ impl Gate {
         &self.notifiers[waiters as usize]
     }
 
-    /// The fast path of every entry: one `fetch_add`. `false` means the guest has
-    /// already backed out and must wait (or give up).
+    /// The fast path of every entry: one `fetch_add`, on the state word or on this
+    /// thread's slot. `None` means the guest has already backed out and must wait (or
+    /// give up).
     #[inline]
-    pub(crate) fn try_enter(&self) -> bool {
-        // Acquire: pairs with the Release in `unlock`, so whatever the guard wrote
-        // while the fortress was locked is visible inside the visit.
-        let old = State(self.state.fetch_add(ONE_GUEST, Acquire));
-        if old.admits() {
-            return true;
+    pub(crate) fn try_enter(&self) -> Option<Ticket> {
+        let Some(shards) = &self.shards else {
+            // Acquire: pairs with the Release in `unlock`, so whatever the guard wrote
+            // while the fortress was locked is visible inside the visit.
+            let old = State(self.state.fetch_add(ONE_GUEST, Acquire));
+            if old.admits() {
+                return Some(0);
+            }
+            self.back_out(old);
+            return None;
+        };
+        let ticket = shards.ticket();
+        match shards.try_enter(ticket) {
+            Ok(()) => Some(ticket),
+            Err(release) => {
+                self.drop_references(release.into());
+                None
+            }
         }
-        self.back_out(old);
-        false
     }
 
     /// Undoes a refused optimistic increment.
@@ -105,26 +137,35 @@ impl Gate {
         if old.overflowed() {
             too_many_guests();
         }
-        self.leave();
+        self.leave_word();
     }
 
     /// Starts a visit, waiting while the gate is closed.
     #[inline]
-    pub(crate) fn enter(&self, abort: &Abort) -> Result<(), Error> {
-        if self.try_enter() {
-            return Ok(());
+    pub(crate) fn enter(&self, abort: &Abort) -> Result<Ticket, Error> {
+        if let Some(ticket) = self.try_enter() {
+            return Ok(ticket);
         }
         self.enter_contended(abort)
     }
 
     #[cold]
-    fn enter_contended(&self, abort: &Abort) -> Result<(), Error> {
+    fn enter_contended(&self, abort: &Abort) -> Result<Ticket, Error> {
         self.wait_until(Waiters::Gate, abort, &Gate::claim_place)
     }
 
-    /// The gate is open in `s`: take a place by compare-exchange, not by `fetch_add`,
-    /// so a crowd of woken guests cannot bounce off a gate that closes again.
-    fn claim_place(&self, s: State) -> Step<()> {
+    /// The gate is open in `s`: take a place. On the single word by compare-exchange,
+    /// not by `fetch_add`, so a crowd of woken guests cannot bounce off a gate that
+    /// closes again. In a sharded fortress through this thread's slot: its slot
+    /// reopened before the state word said "open", so a refusal means a new lockdown
+    /// has closed it since, and the next look finds the gate closed.
+    fn claim_place(&self, s: State) -> Step<Ticket> {
+        if self.shards.is_some() {
+            return match self.try_enter() {
+                Some(ticket) => Step::Done(Ok(ticket)),
+                None => Step::Retry,
+            };
+        }
         if s.overflowed() {
             too_many_guests();
         }
@@ -135,14 +176,36 @@ impl Gate {
             .state
             .compare_exchange_weak(s.0, s.with_guest().0, Acquire, Relaxed)
         {
-            Ok(_) => Step::Done(Ok(())),
+            Ok(_) => Step::Done(Ok(0)),
             Err(_) => Step::Retry,
         }
     }
 
-    /// Ends a visit (or backs out of one that was refused).
+    /// Ends the visit that entered with `ticket`.
     #[inline]
-    pub(crate) fn leave(&self) {
+    pub(crate) fn leave(&self, ticket: Ticket) {
+        match &self.shards {
+            None => self.leave_word(),
+            Some(shards) => {
+                if shards.leave(ticket) {
+                    self.drop_references(1);
+                }
+            }
+        }
+    }
+
+    /// Drops `n` slot references from the state word, as `n` guests leaving would.
+    #[cold]
+    fn drop_references(&self, n: u64) {
+        for _ in 0..n {
+            self.leave_word();
+        }
+    }
+
+    /// Takes one off the state word's count: a visit ends (or a refused guest backs
+    /// out, or a slot's reference is dropped).
+    #[inline]
+    fn leave_word(&self) {
         // Release: pairs with the Acquire in `lockdown` and `wait`, so everything the
         // visit did happens before the guard's exclusive phase.
         let old = State(self.state.fetch_sub(ONE_GUEST, Release));
@@ -172,13 +235,16 @@ impl Gate {
     /// Opens the gate and wakes the guests waiting at it.
     #[inline]
     pub(crate) fn unlock(&self) -> Result<(), Error> {
-        // The common case in one compare-exchange: closed, empty, nobody waiting.
+        // The common case in one compare-exchange: closed, empty, nobody waiting (a
+        // sharded fortress always takes the slow path: its slots must reopen too).
         // Release: pairs with the Acquire in `try_enter` and `claim_place`; the guard's
         // writes during its exclusive phase happen before every visit it now admits.
-        let fast = self
-            .state
-            .compare_exchange(State::CLOSED.0, State::OPEN.0, Release, Relaxed);
-        if fast.is_ok() {
+        let fast = self.shards.is_none()
+            && self
+                .state
+                .compare_exchange(State::CLOSED.0, State::OPEN.0, Release, Relaxed)
+                .is_ok();
+        if fast {
             return Ok(());
         }
         self.unlock_slow()
@@ -186,9 +252,25 @@ impl Gate {
 
     #[cold]
     fn unlock_slow(&self) -> Result<(), Error> {
-        // Release: as in `unlock`.
+        let mut references = 0;
+        let _pass = match &self.shards {
+            None => None,
+            Some(shards) => {
+                let pass = shards.pass();
+                // Under the pass a kill cannot slip in: it takes the pass too.
+                if State(self.state.load(Relaxed)).shut_down() {
+                    return Err(Error::Shutdown);
+                }
+                references = shards.reopen();
+                Some(pass)
+            }
+        };
+        // Release: as in `unlock`. The references of slots that never drained go in
+        // the same step, so no drain wait sees them leave while the gate is closed.
         let (old, new) = self
-            .update(Release, |s| (!s.shut_down()).then(|| s.unlocked()))
+            .update(Release, |s| {
+                (!s.shut_down()).then(|| s.without_references(references).unlocked())
+            })
             .map_err(|_| Error::Shutdown)?;
         self.wake(old.woken_by(new));
         Ok(())
@@ -197,13 +279,16 @@ impl Gate {
     /// Closes the gate; `Ok(true)` if nobody is inside, so the lockdown is complete.
     #[inline]
     pub(crate) fn close(&self) -> Result<bool, Error> {
-        // The common case in one compare-exchange: open, empty, nobody waiting.
+        // The common case in one compare-exchange: open, empty, nobody waiting (a
+        // sharded fortress always takes the slow path: its slots must close too).
         // Acquire: pairs with the Release in `leave`; every visit that ended happens
         // before the guard's exclusive phase.
-        let fast = self
-            .state
-            .compare_exchange(State::OPEN.0, State::CLOSED.0, Acquire, Relaxed);
-        if fast.is_ok() {
+        let fast = self.shards.is_none()
+            && self
+                .state
+                .compare_exchange(State::OPEN.0, State::CLOSED.0, Acquire, Relaxed)
+                .is_ok();
+        if fast {
             return Ok(true);
         }
         self.close_slow()
@@ -212,15 +297,33 @@ impl Gate {
     #[cold]
     fn close_slow(&self) -> Result<bool, Error> {
         // Acquire: as in `close`.
-        let (old, new) = self
-            .update(Acquire, |s| (!s.shut_down()).then(|| s.locked_down()))
-            .map_err(|_| Error::Shutdown)?;
+        self.closing_pass(Acquire, |s| (!s.shut_down()).then(|| s.locked_down()))
+            .map_err(|_| Error::Shutdown)
+    }
+
+    /// Applies `close` (a lockdown or a kill) to the state word and, in a sharded
+    /// fortress, closes the slots: their references go on the word in the same step.
+    /// `Ok(true)` if nobody is inside afterwards.
+    fn closing_pass(
+        &self,
+        order: Ordering,
+        close: impl Fn(State) -> Option<State>,
+    ) -> Result<bool, State> {
+        let Some(shards) = &self.shards else {
+            let (old, new) = self.update(order, close)?;
+            self.wake(old.woken_by(new));
+            return Ok(new.guests() == 0);
+        };
+        let _pass = shards.pass();
+        let references = shards.open();
+        let (old, new) = self.update(order, |s| close(s).map(|n| n.with_references(references)))?;
         self.wake(old.woken_by(new));
-        Ok(new.guests() == 0)
+        let released = shards.close();
+        self.drop_references(released);
+        Ok(new.guests() == released)
     }
 
     /// Closes the gate, then waits until no guest is inside.
-    #[inline]
     pub(crate) fn lockdown(&self, abort: &Abort) -> Result<(), Error> {
         if self.close()? {
             return Ok(());
@@ -242,9 +345,7 @@ impl Gate {
     pub(crate) fn kill(&self) {
         // AcqRel: Release pairs with the Acquire of every operation that then answers
         // `Shutdown`, so what happened before `kill` is visible to them.
-        if let Ok((old, new)) = self.update(AcqRel, |s| (!s.shut_down()).then(|| s.killed())) {
-            self.wake(old.woken_by(new));
-        }
+        let _ = self.closing_pass(AcqRel, |s| (!s.shut_down()).then(|| s.killed()));
     }
 
     /// Blocks until the fortress is killed and no visit is running.
@@ -351,9 +452,11 @@ impl Gate {
         abort: &'a Abort,
         wait: &mut TaskWait<'a>,
         cx: &mut Context<'_>,
-    ) -> Poll<Result<(), Error>> {
-        if wait.is_new() && self.try_enter() {
-            return Poll::Ready(Ok(()));
+    ) -> Poll<Result<Ticket, Error>> {
+        if wait.is_new() {
+            if let Some(ticket) = self.try_enter() {
+                return Poll::Ready(Ok(ticket));
+            }
         }
         self.poll_wait(Waiters::Gate, abort, wait, cx, &Gate::claim_place)
     }
@@ -454,7 +557,7 @@ impl Drop for TaskWait<'_> {
 /// The guest count would overflow: like `Arc`, abort rather than corrupt the state.
 #[cold]
 #[inline(never)]
-fn too_many_guests() -> ! {
+pub(crate) fn too_many_guests() -> ! {
     eprintln!(
         "fortress: more than {} guests at once; aborting",
         crate::state::MAX_GUESTS

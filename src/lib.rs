@@ -1,4 +1,189 @@
-#![doc = include_str!("../README.md")]
+//! A fortress: an abortable reader/writer gate.
+//!
+//! A fortress protects a shared resource, such as a directory of files that one party
+//! replaces while others read it. It has two kinds of handle:
+//!
+//! * a [`Guard`] opens the gate with [`Guard::unlock`] and closes it with
+//!   [`Guard::lockdown`]. A lockdown closes the gate **at once**, so no new visit
+//!   starts, and then waits until the visits already inside have finished. When it
+//!   returns `Ok`, the guard has the resource to itself until it unlocks again.
+//!   [`Guard::exclusive`] does the same and unlocks when its [`Exclusive`] is dropped;
+//! * a [`Guest`] visits while the gate is open, concurrently with other guests:
+//!   [`Guest::visit`] runs a closure inside a visit, [`Guest::enter`] and
+//!   [`Guest::enter_owned`] return a [`Visit`] or an [`OwnedVisit`] that ends the visit
+//!   when dropped, and [`Guest::try_enter`] never waits. A long visit can ask
+//!   [`Visit::lockdown_pending`] (or [`OwnedVisit::lockdown_pending`]) whether a guard
+//!   is waiting for it.
+//!
+//! A [`Fortress`] ([`Fortress::new`], locked at first) hands out both
+//! ([`Fortress::guard`], [`Fortress::guest`]); all handles are cheap clones of one
+//! shared fortress and can move between threads. [`Fortress::is_locked`] and
+//! [`Fortress::guests`] take snapshots of its state. [`Fortress::sharded`] and
+//! [`Fortress::with_shards`] make a fortress that spreads its guests over several
+//! slots ([`Fortress::shards`]), for many guests on many cores and rare lockdowns;
+//! the handles and the rules are the same.
+//!
+//! Every call that may wait takes an [`Abort`] token. Firing the token
+//! ([`Abort::abort`]) cuts those waits short with [`Error::Aborted`]. A token can also
+//! fire by itself: at a deadline ([`Abort::after`], [`Abort::at`],
+//! [`Abort::with_deadline`]; [`Abort::deadline`] tells the earliest that applies),
+//! when its parent fires ([`Abort::child`]), or when a future completes
+//! ([`Abort::from_future`]).
+//! [`Abort::never`] never fires, and [`Abort::new`] makes one that fires only when
+//! told to; [`Abort::is_aborted`] tells whether it has fired.
+//!
+//! A fortress is also a [`Worker`], as juju's dependency engine has them:
+//! [`Worker::kill`] shuts it down for good, and every waiting and later call answers
+//! [`Error::Shutdown`]; [`Worker::wait`] returns once it is killed and the last visit
+//! has left. [`occupy`] starts a worker inside a visit that lasts for the worker's
+//! whole life ([`Occupied`], [`Occupied::is_visiting`], [`OccupyError`]), and
+//! [`manifold`] returns a [`Manifold`] that starts fortresses ([`Manifold::start`])
+//! and hands out their guards and guests ([`Manifold::output`]). Errors are [`Error`]
+//! values; [`is_fortress_error`] finds one in the source chain of any error, such as
+//! a [`BoxError`] from a worker.
+//!
+//! # Example
+//!
+//! ```
+//! use fortress_gate::{Abort, Error, Fortress, Worker};
+//! use std::{thread, time::Duration};
+//!
+//! let fortress = Fortress::new(); // a new fortress is locked
+//! let guard = fortress.guard();
+//! let guest = fortress.guest();
+//!
+//! guard.unlock()?;
+//! // While the gate is open, guests visit, as many at once as there are.
+//! assert_eq!(guest.visit(|| 40 + 2, &Abort::never())?, 42);
+//!
+//! // A visit on another thread. The lockdown closes the gate at once, then waits
+//! // until that visit has ended.
+//! let visit = guest.enter_owned(&Abort::never())?;
+//! let reader = thread::spawn(move || {
+//!     thread::sleep(Duration::from_millis(10)); // reads the resource
+//!     drop(visit);
+//! });
+//! guard.lockdown(&Abort::never())?;
+//! assert_eq!(fortress.guests(), 0); // the resource is the guard's now
+//! guard.unlock()?;
+//! reader.join().unwrap();
+//!
+//! // An aborted lockdown gives up waiting, but the gate stays closed.
+//! let visit = guest.enter(&Abort::never())?;
+//! let abort = Abort::new();
+//! abort.abort();
+//! assert_eq!(guard.lockdown(&abort), Err(Error::Aborted));
+//! assert!(guest.try_enter().is_none());
+//! drop(visit);
+//!
+//! // Killing it answers every waiting and later call with `Shutdown`.
+//! fortress.kill();
+//! assert_eq!(guest.visit(|| (), &Abort::never()), Err(Error::Shutdown));
+//! fortress.wait()?; // killed, and no visit inside
+//! # Ok::<(), fortress_gate::BoxError>(())
+//! ```
+//!
+//! # The rules
+//!
+//! * **An abort only cuts a wait short.** A call that can finish without waiting
+//!   finishes, even if its token fired long ago: a visit to an open fortress runs, a
+//!   lockdown of a fortress with no visit inside succeeds.
+//! * **An aborted lockdown still locks.** A lockdown closes the gate before it waits,
+//!   and an abort does not undo that: the lockdown returns [`Error::Aborted`], the
+//!   visits inside go on, new visits wait, and the gate stays closed until a guard
+//!   unlocks it.
+//! * **Repeating a call changes nothing.** `unlock` on an open fortress, `lockdown` on
+//!   a closed and empty one, a second `kill`, a second `abort`: each returns at once
+//!   and leaves the state as it was.
+//! * **Shutdown is permanent, and wakes every waiter.** After `kill`, every waiting
+//!   visit, entry and lockdown wakes and returns [`Error::Shutdown`], and so does every
+//!   later call, `unlock` included; `try_enter` returns `None`. Visits already inside
+//!   go on, and `wait` returns when the last of them has left. `kill` leaves the lock
+//!   state alone, so [`Fortress::is_locked`] still tells what the last guard did.
+//! * **Several guards may act at once; the last operation decides.** That is
+//!   memory-safe and never deadlocks. A lockdown that returns `Ok` guarantees that at
+//!   some instant during the call the fortress was locked with no visit inside; if
+//!   another guard unlocks while it waits, it keeps waiting.
+//! * **A panic ends the visit, and nothing is poisoned.** If the closure of a visit
+//!   panics, or a thread unwinds while it holds a [`Visit`], the visit ends during the
+//!   unwinding (so a waiting lockdown completes) and the panic goes on.
+//! * **Re-entering deadlocks, as with any reader-writer lock.** A visit that locks
+//!   down its own fortress, or visits it again while a lockdown is waiting, waits
+//!   forever (or until its abort fires).
+//! * **Guards go first.** Once a lockdown has closed the gate, no new visit starts
+//!   until the next unlock, however many guests keep arriving: a lockdown is never
+//!   starved.
+//! * **Which answer comes is fixed.** When a call could fail for both reasons,
+//!   [`Error::Shutdown`] wins over [`Error::Aborted`]; and a call that did not need to
+//!   wait never answers [`Error::Aborted`], however long ago its token fired.
+//! * **Too many visits abort the process.** More visits at once than the state word
+//!   can count (2^55; only reachable by leaking visits with [`core::mem::forget`])
+//!   abort the process with a message, as [`Arc`](std::sync::Arc) does when its
+//!   reference count overflows. A forgotten visit stays open for good.
+//!
+//! # When to pick it over `RwLock`
+//!
+//! * **The lock is a state, not a borrow.** `lockdown` and `unlock` are separate calls
+//!   that may happen in different functions or on different threads; no lock guard has
+//!   to live across the exclusive phase. The fortress also holds no data: it guards
+//!   something outside it (files, a device, another process's view of the world).
+//! * **Waits can be abandoned.** Every wait takes an [`Abort`], and one token can cut
+//!   short waits on many fortresses at once. An aborted lockdown keeps the gate closed,
+//!   so no new visit slips in while the caller decides what to do.
+//! * **Shutdown is built in.** [`Worker::kill`] wakes every waiter with
+//!   [`Error::Shutdown`], and [`Worker::wait`] tells when the last visit has left.
+//! * **Guards are never starved** by a stream of guests.
+//!
+//! If what you need is a scoped read/write lock around some data, use
+//! [`std::sync::RwLock`]: it is the simpler tool.
+//!
+//! # A lockdown that unlocks by itself
+//!
+//! [`Guard::exclusive`] locks down as [`Guard::lockdown`] does and returns an
+//! [`Exclusive`]; dropping it unlocks the fortress, so the exclusive phase ends on
+//! every way out of a scope, an early `return` or `?` included. Its errors are those
+//! of `lockdown`, and so is what an aborted call leaves behind: a closed gate, which
+//! only an explicit [`Guard::unlock`] reopens.
+//!
+//! ```
+//! use fortress_gate::{Abort, BoxError, Fortress};
+//!
+//! let fortress = Fortress::new();
+//! let guard = fortress.guard();
+//! guard.unlock()?;
+//! let replace = || -> Result<(), BoxError> {
+//!     let _exclusive = guard.exclusive(&Abort::never())?;
+//!     let _version: u32 = "not a number".parse()?; // fails: returns early
+//!     Ok(())
+//! };
+//! assert!(replace().is_err());
+//! assert!(!fortress.is_locked(), "unlocked on the way out");
+//! # Ok::<(), BoxError>(())
+//! ```
+//!
+//! # Async
+//!
+//! With the `async` feature, the waits also exist as futures that any executor can
+//! run (the crate depends on no runtime):
+#![cfg_attr(
+    feature = "async",
+    doc = "[`Guest::enter_async`], [`Guest::enter_owned_async`], [`Guest::visit_async`],",
+    doc = "[`Guard::lockdown_async`] and [`Fortress::wait_async`]."
+)]
+#![cfg_attr(
+    not(feature = "async"),
+    doc = "`Guest::enter_async`, `Guest::enter_owned_async`, `Guest::visit_async`,",
+    doc = "`Guard::lockdown_async` and `Fortress::wait_async`."
+)]
+//!
+//! # Platforms
+//!
+//! The waits sleep in the operating system's futex or its equivalent, through the
+//! `atomic-wait` crate, so the crate builds where that crate does: Linux, Android,
+//! FreeBSD, macOS, iOS, watchOS and Windows. On any other target the build fails
+//! with an error that names them.
+//!
+//! The minimum supported Rust version is 1.86.
 #![warn(missing_docs, missing_debug_implementations)]
 // No unsafe code, ever, in the library. The one exception is the loom models' test
 // cell (a loom `UnsafeCell` whose every access loom checks), compiled only under
@@ -6,10 +191,28 @@
 #![cfg_attr(not(all(test, loom)), forbid(unsafe_code))]
 #![cfg_attr(all(test, loom), deny(unsafe_code))]
 
+// The waits sleep through `atomic-wait`: keep this list equal to the targets its
+// `src/lib.rs` has a `platform` module for (atomic-wait 1.1: these seven).
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "watchos",
+    windows
+)))]
+compile_error!(
+    "fortress-gate supports only the targets of its futex backend, the `atomic-wait` \
+     crate: Linux, Android, FreeBSD, macOS, iOS, watchOS and Windows. This target is \
+     none of them."
+);
+
 mod abort;
 mod abort_future;
 mod deadline;
 mod error;
+mod exclusive;
 mod fortress;
 #[cfg(feature = "async")]
 mod futures;
@@ -17,6 +220,7 @@ mod gate;
 mod manifold;
 mod notify;
 mod occupy;
+mod shards;
 mod signal;
 mod state;
 mod sync;
@@ -30,9 +234,12 @@ mod loom_deadline;
 #[cfg(all(test, loom))]
 #[allow(unsafe_code)]
 mod loom_models;
+#[cfg(all(test, loom))]
+mod loom_sharded;
 
 pub use abort::Abort;
 pub use error::{is_fortress_error, BoxError, Error};
+pub use exclusive::Exclusive;
 pub use fortress::{Fortress, Guard, Guest};
 pub use manifold::{manifold, Manifold};
 pub use occupy::{occupy, Occupied, OccupyError};

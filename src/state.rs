@@ -284,6 +284,18 @@ impl State {
         State(self.0 - ONE_GUEST)
     }
 
+    /// A sharded fortress's guard adds one reference per slot it closes.
+    #[inline]
+    pub const fn with_references(self, n: u64) -> State {
+        State(self.0 + n * ONE_GUEST)
+    }
+
+    /// A sharded fortress's guard drops the references of slots it reopens.
+    #[inline]
+    pub const fn without_references(self, n: u64) -> State {
+        State(self.0 - n * ONE_GUEST)
+    }
+
     /// `lockdown`: close the gate.
     #[inline]
     pub const fn locked_down(self) -> State {

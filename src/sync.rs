@@ -20,6 +20,34 @@ pub(crate) use loom::sync::{
 pub(crate) use core::sync::atomic::Ordering;
 pub(crate) use std::time::Instant;
 
+/// A small number that differs between threads: which slot of a sharded fortress this
+/// thread uses. Handed out round-robin at a thread's first visit; no system call.
+#[inline]
+pub(crate) fn shard_hint() -> usize {
+    #[cfg(not(all(test, loom)))]
+    std::thread_local!(static HINT: core::cell::Cell<usize> = const { core::cell::Cell::new(usize::MAX) });
+    #[cfg(all(test, loom))]
+    loom::thread_local!(static HINT: core::cell::Cell<usize> = core::cell::Cell::new(usize::MAX));
+    HINT.with(|hint| {
+        if hint.get() == usize::MAX {
+            hint.set(next_hint());
+        }
+        hint.get()
+    })
+}
+
+#[cold]
+fn next_hint() -> usize {
+    #[cfg(not(all(test, loom)))]
+    static NEXT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+    #[cfg(all(test, loom))]
+    loom::lazy_static! {
+        static ref NEXT: loom::sync::atomic::AtomicUsize = loom::sync::atomic::AtomicUsize::new(0);
+    }
+    // Relaxed: only spreads threads over slots; any value is correct.
+    NEXT.fetch_add(1, Ordering::Relaxed) & (usize::MAX >> 1)
+}
+
 /// The clock that deadlines are read from. Under loom it is a model clock that only
 /// moves when a model calls `clock::advance`, so a model can pass a deadline.
 #[cfg(not(all(test, loom)))]

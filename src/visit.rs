@@ -2,6 +2,7 @@
 //! is dropped, on every path (unwinding included).
 
 use crate::gate::Gate;
+use crate::shards::Ticket;
 use crate::sync::Arc;
 use core::fmt;
 
@@ -32,6 +33,8 @@ use core::fmt;
 #[must_use = "the visit ends as soon as this value is dropped"]
 pub struct Visit<'a> {
     gate: &'a Gate,
+    /// The slot it entered through (sharded fortresses; 0 otherwise).
+    ticket: Ticket,
 }
 
 /// A visit that owns a handle to its fortress, from [`Guest::enter_owned`]: it can
@@ -56,12 +59,13 @@ pub struct Visit<'a> {
 #[must_use = "the visit ends as soon as this value is dropped"]
 pub struct OwnedVisit {
     gate: Arc<Gate>,
+    ticket: Ticket,
 }
 
 impl<'a> Visit<'a> {
     /// Wraps a visit that `gate` has just admitted.
-    pub(crate) fn new(gate: &'a Gate) -> Visit<'a> {
-        Visit { gate }
+    pub(crate) fn new(gate: &'a Gate, ticket: Ticket) -> Visit<'a> {
+        Visit { gate, ticket }
     }
 
     /// Whether a lockdown has closed the gate since: a long visit can finish early
@@ -84,34 +88,34 @@ impl<'a> Visit<'a> {
     /// ```
     #[inline]
     pub fn lockdown_pending(&self) -> bool {
-        self.gate.snapshot().locked()
+        self.gate.locked()
     }
 }
 
 impl OwnedVisit {
     /// Wraps a visit that `gate` has just admitted.
-    pub(crate) fn new(gate: Arc<Gate>) -> OwnedVisit {
-        OwnedVisit { gate }
+    pub(crate) fn new(gate: Arc<Gate>, ticket: Ticket) -> OwnedVisit {
+        OwnedVisit { gate, ticket }
     }
 
     /// As [`Visit::lockdown_pending`].
     #[inline]
     pub fn lockdown_pending(&self) -> bool {
-        self.gate.snapshot().locked()
+        self.gate.locked()
     }
 }
 
 impl Drop for Visit<'_> {
     #[inline]
     fn drop(&mut self) {
-        self.gate.leave();
+        self.gate.leave(self.ticket);
     }
 }
 
 impl Drop for OwnedVisit {
     #[inline]
     fn drop(&mut self) {
-        self.gate.leave();
+        self.gate.leave(self.ticket);
     }
 }
 

@@ -2,9 +2,14 @@
 
 mod common;
 
+/// Guest slots of the fortresses under test: 0 is the single state word.
+/// `tests/sharded.rs` runs this file again with slots.
+#[allow(dead_code)]
+const SHARDS: usize = 0;
+
 use common::{fired, unlocked, until_asleep, within, Sleepers};
 use fortress_gate::{
-    is_fortress_error, occupy, Abort, BoxError, Error, Fortress, Occupied, OccupyError, Worker,
+    is_fortress_error, occupy, Abort, BoxError, Error, Occupied, OccupyError, Worker,
 };
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{mpsc, Arc, Mutex};
@@ -42,7 +47,7 @@ fn never_started() -> Result<Sleeper, NoCharm> {
 
 #[test]
 fn occupy_of_a_locked_fortress_is_aborted_and_never_starts() {
-    let fortress = Fortress::new();
+    let fortress = common::fortress();
     let got = occupy(&fortress.guest(), never_started, &fired());
     assert_eq!(got.err(), Some(OccupyError::Fortress(Error::Aborted)));
     assert_eq!(fortress.guests(), 0);
@@ -50,7 +55,7 @@ fn occupy_of_a_locked_fortress_is_aborted_and_never_starts() {
 
 #[test]
 fn occupy_waiting_at_the_gate_is_cut_short_by_abort() {
-    let fortress = Fortress::new();
+    let fortress = common::fortress();
     let abort = Abort::new();
     let (guest, token) = (fortress.guest(), abort.clone());
     let waiting = thread::spawn(move || occupy(&guest, never_started, &token).err());

@@ -1,6 +1,11 @@
-//! The SPEC's rules, one named test each, on paths that need no second thread to sleep.
+//! The fortress's rules, one named test each, on paths that need no second thread to sleep.
 
 mod common;
+
+/// Guest slots of the fortresses under test: 0 is the single state word.
+/// `tests/sharded.rs` runs this file again with slots.
+#[allow(dead_code)]
+const SHARDS: usize = 0;
 
 use common::{fired, unlocked};
 
@@ -9,7 +14,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 #[test]
 fn starts_locked() {
-    let fortress = Fortress::new();
+    let fortress = common::fortress();
     assert!(fortress.is_locked());
     assert_eq!(fortress.guests(), 0);
     assert!(fortress.guest().try_enter().is_none());
@@ -96,7 +101,7 @@ fn aborted_lockdown_still_locks_and_a_later_unlock_readmits_at_once() {
 
 #[test]
 fn try_enter_never_waits() {
-    let fortress = Fortress::new();
+    let fortress = common::fortress();
     let guest = fortress.guest();
     assert!(guest.try_enter().is_none());
     assert_eq!(fortress.guests(), 0, "a refused try_enter leaves no trace");
@@ -123,7 +128,7 @@ fn lockdown_pending_reports_the_closed_gate() {
 
 #[test]
 fn killed_fortress_answers_shutdown_everywhere() {
-    let fortress = Fortress::new();
+    let fortress = common::fortress();
     let (guard, guest) = (fortress.guard(), fortress.guest());
     guard.unlock().unwrap();
     fortress.kill();

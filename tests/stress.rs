@@ -3,8 +3,13 @@
 
 mod common;
 
+/// Guest slots of the fortresses under test: 0 is the single state word.
+/// `tests/sharded.rs` runs this file again with slots.
+#[allow(dead_code)]
+const SHARDS: usize = 0;
+
 use common::within;
-use fortress_gate::{Abort, Error, Fortress, Worker};
+use fortress_gate::{Abort, Error, Worker};
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
@@ -38,7 +43,7 @@ fn lockdown_cycles_never_overlap_a_visit() {
     // The test's bookkeeping is Relaxed on purpose: it must not order the directory
     // accesses itself, or it would hide a missing ordering in the fortress from Miri
     // and ThreadSanitizer. (Relaxed atomics are still coherent, so the asserts hold.)
-    let fortress = Fortress::new();
+    let fortress = common::fortress();
     let exclusive = Arc::new(AtomicBool::new(false));
     let inside = Arc::new(AtomicUsize::new(0));
     // The "directory": two words the guard rewrites together while exclusive.
@@ -125,7 +130,7 @@ fn lockdown_cycles_never_overlap_a_visit() {
 
 #[test]
 fn racing_guards_never_deadlock() {
-    let fortress = Fortress::new();
+    let fortress = common::fortress();
     let stop = Abort::new();
     let guests: Vec<_> = (0..2)
         .map(|_| {

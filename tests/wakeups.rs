@@ -4,6 +4,11 @@
 
 mod common;
 
+/// Guest slots of the fortresses under test: 0 is the single state word.
+/// `tests/sharded.rs` runs this file again with slots.
+#[allow(dead_code)]
+const SHARDS: usize = 0;
+
 use common::{fired, unlocked, until_asleep, within, Sleepers};
 use fortress_gate::{Abort, Error, Fortress, Worker};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
@@ -19,7 +24,7 @@ fn occupied() -> (Fortress, fortress_gate::OwnedVisit) {
 
 #[test]
 fn unlock_wakes_every_sleeping_visit() {
-    let fortress = Fortress::new();
+    let fortress = common::fortress();
     let ran = Arc::new(AtomicUsize::new(0));
     let visitors: Vec<_> = (0..3)
         .map(|_| {
@@ -56,7 +61,7 @@ fn the_last_visit_leaving_wakes_a_sleeping_lockdown() {
 
 #[test]
 fn abort_wakes_a_sleeping_visit() {
-    let fortress = Fortress::new();
+    let fortress = common::fortress();
     let abort = Abort::new();
     let (guest, token) = (fortress.guest(), abort.clone());
     let ran = Arc::new(AtomicBool::new(false));
@@ -92,7 +97,7 @@ fn abort_wakes_a_sleeping_lockdown_and_the_gate_stays_closed() {
 #[test]
 fn one_token_cuts_short_waits_on_several_fortresses() {
     let abort = Abort::new();
-    let locked = [Fortress::new(), Fortress::new()];
+    let locked = [common::fortress(), common::fortress()];
     let (busy, visit) = occupied();
     let mut waits = Vec::new();
     for fortress in &locked {
@@ -120,7 +125,7 @@ fn one_token_cuts_short_waits_on_several_fortresses() {
 fn a_token_that_served_finished_waits_can_still_fire() {
     // Registrations are removed when a wait ends; firing afterwards must find none
     // of the dead waits and wake nothing wrongly.
-    let fortress = Fortress::new();
+    let fortress = common::fortress();
     let abort = Abort::new();
     for _ in 0..20 {
         let (guest, token) = (fortress.guest(), abort.clone());
@@ -136,7 +141,7 @@ fn a_token_that_served_finished_waits_can_still_fire() {
 
 #[test]
 fn kill_wakes_sleeping_visits_and_lockdowns_with_shutdown() {
-    let locked = Fortress::new();
+    let locked = common::fortress();
     let (busy, visit) = occupied();
     let visits: Vec<_> = (0..2)
         .map(|_| {
@@ -164,7 +169,7 @@ fn kill_wakes_sleeping_visits_and_lockdowns_with_shutdown() {
 #[test]
 fn shutdown_wins_when_kill_and_abort_both_happen_during_a_wait() {
     for _ in 0..20 {
-        let fortress = Fortress::new();
+        let fortress = common::fortress();
         let abort = Abort::new();
         let (guest, token) = (fortress.guest(), abort.clone());
         let visit = thread::spawn(move || guest.visit(|| (), &token));

@@ -1,82 +1,199 @@
-//! Applies arbitrary operation sequences to the pure state-word type and compares
-//! every step with a plain reference model: locked? shut down? how many guests? which
-//! sleepers are flagged, and who must be woken?
+//! Drives the state word through the pure functions that `gate.rs` calls, in the order
+//! it calls them, and compares every step with a reference model written longhand:
+//! plain bools and a count, who may proceed, which flags each operation leaves, and
+//! which waiters it must wake.
+//!
+//! Only the sequencing of `gate.rs` around those functions is repeated here (its fast
+//! paths, the shutdown refusal inside its `update` closures, `leave` = `fetch_sub` then
+//! settle if `last_out_wakes`); each such spot names the function it follows.
 #![no_main]
 
 use arbitrary::Arbitrary;
-use fortress_gate::internals::{State, Waiters, Wake};
+use fortress_gate::internals::{Decision, Kind, State, Waiters, Wake, MAX_GUESTS, ONE_GUEST};
 use libfuzzer_sys::fuzz_target;
 
-#[derive(Arbitrary, Debug, Clone, Copy)]
+#[derive(Arbitrary, Debug, Clone, Copy, PartialEq)]
 enum Op {
-    /// A guest's optimistic increment, kept or backed out.
-    Enter,
-    /// A visit ends (ignored when nobody is inside).
+    /// A guest's optimistic `fetch_add`: it is in, or it stays counted until it backs
+    /// out with a `Leave`, as any other guest can do meanwhile.
+    Knock,
+    /// A guest leaves: a visit that ends, or a refused guest backing out (skipped when
+    /// nobody is inside).
     Leave,
     Unlock,
     Lockdown,
     Kill,
-    /// A sleeper announces itself (only when its condition does not hold, as the
-    /// sleeping loop does).
-    Sleep(Kind),
+    /// A waiter looks at the word: it proceeds (a guest claims its place), answers
+    /// `Shutdown`, or flags itself and sleeps.
+    Look {
+        group: Group,
+        task: bool,
+    },
 }
 
-#[derive(Arbitrary, Debug, Clone, Copy)]
-enum Kind {
+#[derive(Arbitrary, Debug, Clone, Copy, PartialEq)]
+enum Group {
     Gate,
     Drain,
     Done,
 }
 
-impl Kind {
-    fn waiters(self) -> Waiters {
+const GROUPS: [Group; 3] = [Group::Gate, Group::Drain, Group::Done];
+
+impl Group {
+    fn real(self) -> Waiters {
         match self {
-            Kind::Gate => Waiters::Gate,
-            Kind::Drain => Waiters::Drain,
-            Kind::Done => Waiters::Done,
+            Group::Gate => Waiters::Gate,
+            Group::Drain => Waiters::Drain,
+            Group::Done => Waiters::Done,
         }
     }
 }
 
-/// The reference: plain fields and the rules written out longhand.
-#[derive(Debug, Default, Clone, Copy, PartialEq)]
+fn kind(task: bool) -> Kind {
+    if task {
+        Kind::Task
+    } else {
+        Kind::Thread
+    }
+}
+
+/// What an operation answered.
+#[derive(Debug, PartialEq)]
+enum Answer {
+    Ok,
+    Shutdown,
+    /// A knock that got in, or one that must back out.
+    In,
+    Bounced,
+    /// A lockdown closed the gate; `true` if nobody was inside.
+    Closed {
+        drained: bool,
+    },
+    Decided(Decision),
+    /// One guest too many: the process aborts.
+    TooMany,
+}
+
+/// Per (group, kind): a waiter flag, or a wake-up.
+type Flags = [[bool; 2]; 3];
+
+/// The reference: the fortress in plain fields. `flags[group][task]`: such waiters may
+/// be asleep.
+#[derive(Debug, Default, PartialEq)]
 struct Model {
     locked: bool,
     shut_down: bool,
     guests: u64,
-    gate: bool,
-    drain: bool,
-    done: bool,
-}
-
-#[derive(Debug, Default, PartialEq)]
-struct Woken {
-    gate: bool,
-    drain: bool,
-    done: bool,
+    flags: Flags,
 }
 
 impl Model {
-    fn gate_may_proceed(&self) -> bool {
-        !self.locked || self.shut_down
-    }
-    fn drain_may_proceed(&self) -> bool {
-        self.shut_down || (self.locked && self.guests == 0)
-    }
-    fn done_may_proceed(&self) -> bool {
-        self.shut_down && self.guests == 0
-    }
-    /// Clears every flag whose sleepers may now proceed, and says whom to wake.
-    fn wake_ready(&mut self) -> Woken {
-        let woken = Woken {
-            gate: self.gate && self.gate_may_proceed(),
-            drain: self.drain && self.drain_may_proceed(),
-            done: self.done && self.done_may_proceed(),
+    /// What a waiter of `group` does. Shutdown comes first, except for `wait`, which
+    /// waits for it.
+    fn decide(&self, group: Group) -> Decision {
+        let empty = self.guests == 0;
+        let proceed = match group {
+            Group::Done if self.shut_down && empty => true,
+            Group::Done => false,
+            _ if self.shut_down => return Decision::Shutdown,
+            Group::Gate => !self.locked,
+            Group::Drain => self.locked && empty,
         };
-        self.gate &= !woken.gate;
-        self.drain &= !woken.drain;
-        self.done &= !woken.done;
+        if proceed {
+            Decision::Proceed
+        } else {
+            Decision::Wait
+        }
+    }
+
+    /// Wakes whoever is flagged in these groups.
+    fn wake(&mut self, groups: &[Group]) -> Flags {
+        let mut woken = Flags::default();
+        for &g in groups {
+            woken[g as usize] = std::mem::take(&mut self.flags[g as usize]);
+        }
         woken
+    }
+
+    fn step(&mut self, op: Op) -> (Answer, Flags) {
+        let nobody = Flags::default();
+        match op {
+            Op::Knock if self.guests == MAX_GUESTS => (Answer::TooMany, nobody),
+            Op::Knock => {
+                // Counted either way; a new guest never lets anyone proceed.
+                self.guests += 1;
+                let admitted = !self.locked && !self.shut_down;
+                let answer = if admitted {
+                    Answer::In
+                } else {
+                    Answer::Bounced
+                };
+                (answer, nobody)
+            }
+            Op::Leave => {
+                self.guests -= 1;
+                let woken = match self.guests {
+                    // The last one out frees a lockdown if the gate is closed, and
+                    // `wait` if the fortress is killed.
+                    0 if self.locked && self.shut_down => self.wake(&[Group::Drain, Group::Done]),
+                    0 if self.locked => self.wake(&[Group::Drain]),
+                    0 if self.shut_down => self.wake(&[Group::Done]),
+                    _ => nobody,
+                };
+                (Answer::Ok, woken)
+            }
+            Op::Unlock | Op::Lockdown if self.shut_down => (Answer::Shutdown, nobody),
+            Op::Unlock => {
+                self.locked = false;
+                (Answer::Ok, self.wake(&[Group::Gate]))
+            }
+            Op::Lockdown => {
+                self.locked = true;
+                let drained = self.guests == 0;
+                let woken = if drained {
+                    self.wake(&[Group::Drain])
+                } else {
+                    nobody
+                };
+                (Answer::Closed { drained }, woken)
+            }
+            Op::Kill if self.shut_down => (Answer::Ok, nobody),
+            Op::Kill => {
+                self.shut_down = true;
+                let woken = if self.guests == 0 {
+                    self.wake(&[Group::Gate, Group::Drain, Group::Done])
+                } else {
+                    self.wake(&[Group::Gate, Group::Drain])
+                };
+                (Answer::Ok, woken)
+            }
+            Op::Look { group, task } => {
+                let decision = self.decide(group);
+                match decision {
+                    Decision::Proceed if group == Group::Gate && self.guests == MAX_GUESTS => {
+                        return (Answer::TooMany, nobody)
+                    }
+                    Decision::Proceed if group == Group::Gate => self.guests += 1,
+                    Decision::Wait => self.flags[group as usize][task as usize] = true,
+                    _ => {}
+                }
+                (Answer::Decided(decision), nobody)
+            }
+        }
+    }
+
+    /// No flag for waiters that would not wait: nobody would ever wake them.
+    fn check(&self) {
+        for g in GROUPS {
+            if self.flags[g as usize] != [false; 2] {
+                assert_eq!(
+                    self.decide(g),
+                    Decision::Wait,
+                    "model: stale {g:?} flag: {self:?}"
+                );
+            }
+        }
     }
 }
 
@@ -85,123 +202,117 @@ fn decode(s: State) -> Model {
         locked: s.locked(),
         shut_down: s.shut_down(),
         guests: s.guests(),
-        gate: s.has_waiters(Waiters::Gate),
-        drain: s.has_waiters(Waiters::Drain),
-        done: s.has_waiters(Waiters::Done),
+        flags: GROUPS.map(|g| [false, true].map(|task| s.has(g.real(), kind(task)))),
     }
 }
 
-fn woken(w: Wake) -> Woken {
-    Woken {
-        gate: w.contains(Waiters::Gate),
-        drain: w.contains(Waiters::Drain),
-        done: w.contains(Waiters::Done),
-    }
+fn woken(w: Wake) -> Flags {
+    GROUPS.map(|g| [false, true].map(|task| w.wakes(g.real(), kind(task))))
 }
 
-/// Runs `op` on the real state type as `gate.rs` does, returning the new state and
-/// whom it wakes.
-fn step(s: State, op: Op) -> (State, Wake) {
+/// `op` on the real word as `gate.rs` performs it: the new word, the answer, and whom
+/// it wakes.
+fn gate(s: State, op: Op) -> (State, Answer, Wake) {
+    let nobody = Wake::default();
+    let transition = |new: State, answer| (new, answer, s.woken_by(new));
     match op {
-        Op::Enter => {
-            let old = s;
-            let added = old.with_guest();
-            if old.admits() {
-                (added, Wake::default())
-            } else {
-                leave(added)
-            }
-        }
-        Op::Leave => leave(s),
-        Op::Unlock if !s.shut_down() => {
-            let n = s.unlocked();
-            (n, s.woken_by(n))
-        }
-        Op::Lockdown if !s.shut_down() => {
-            let n = s.locked_down();
-            (n, s.woken_by(n))
-        }
-        Op::Kill if !s.shut_down() => {
-            let n = s.killed();
-            (n, s.woken_by(n))
-        }
-        Op::Unlock | Op::Lockdown | Op::Kill => (s, Wake::default()),
-        Op::Sleep(kind) => {
-            let w = kind.waiters();
-            if s.satisfies(w) {
-                (s, Wake::default())
-            } else {
-                (s.with_waiters(w), Wake::default())
-            }
-        }
-    }
-}
-
-/// `Gate::leave`: the `fetch_sub`, then settling only if the old value says so.
-fn leave(old: State) -> (State, Wake) {
-    let left = old.without_guest();
-    if old.last_out_wakes() {
-        let settled = left.settled();
-        (settled, left.woken_by(settled))
-    } else {
-        (left, Wake::default())
-    }
-}
-
-/// The same operation on the reference model.
-fn model_step(m: &mut Model, op: Op) -> Woken {
-    match op {
-        Op::Enter => {
-            if !m.locked && !m.shut_down {
-                m.guests += 1;
-            }
-            Woken::default() // a guest that backs out leaves things as they were
-        }
+        // `try_enter`: judged on the value the `fetch_add` replaced; `back_out` aborts on
+        // overflow.
+        Op::Knock if s.admits() => (s.with_guest(), Answer::In, nobody),
+        Op::Knock if s.overflowed() => (s, Answer::TooMany, nobody),
+        Op::Knock => (s.with_guest(), Answer::Bounced, nobody),
+        // `leave`: the `fetch_sub`, then `leave_contended` if the old value says so.
         Op::Leave => {
-            m.guests -= 1;
-            m.wake_ready()
+            let left = s.without_guest();
+            let new = if s.last_out_wakes() {
+                left.settled()
+            } else {
+                left
+            };
+            (new, Answer::Ok, left.woken_by(new))
         }
-        Op::Unlock if !m.shut_down => {
-            m.locked = false;
-            m.wake_ready()
+        // `unlock`: the fast compare-exchange, else `unlock_slow`.
+        Op::Unlock if s == State::CLOSED => (State::OPEN, Answer::Ok, nobody),
+        Op::Unlock if s.shut_down() => (s, Answer::Shutdown, nobody),
+        Op::Unlock => transition(s.unlocked(), Answer::Ok),
+        // `close`: the fast compare-exchange, else `close_slow`.
+        Op::Lockdown if s == State::OPEN => {
+            (State::CLOSED, Answer::Closed { drained: true }, nobody)
         }
-        Op::Lockdown if !m.shut_down => {
-            m.locked = true;
-            m.wake_ready()
+        Op::Lockdown if s.shut_down() => (s, Answer::Shutdown, nobody),
+        Op::Lockdown => {
+            let new = s.locked_down();
+            transition(
+                new,
+                Answer::Closed {
+                    drained: new.guests() == 0,
+                },
+            )
         }
-        Op::Kill if !m.shut_down => {
-            m.shut_down = true;
-            m.wake_ready()
-        }
-        Op::Unlock | Op::Lockdown | Op::Kill => Woken::default(),
-        Op::Sleep(kind) => {
-            match kind {
-                Kind::Gate if !m.gate_may_proceed() => m.gate = true,
-                Kind::Drain if !m.drain_may_proceed() => m.drain = true,
-                Kind::Done if !m.done_may_proceed() => m.done = true,
-                _ => {}
-            }
-            Woken::default()
+        // `kill`.
+        Op::Kill if s.shut_down() => (s, Answer::Ok, nobody),
+        Op::Kill => transition(s.killed(), Answer::Ok),
+        // `look`, and `claim_place` for a guest that may go in.
+        Op::Look { group, task } => {
+            let (waiters, kind) = (group.real(), kind(task));
+            let decision = s.decide(waiters);
+            let new = match decision {
+                Decision::Proceed if waiters == Waiters::Gate && s.overflowed() => {
+                    return (s, Answer::TooMany, nobody)
+                }
+                Decision::Proceed if waiters == Waiters::Gate => s.with_guest(),
+                Decision::Wait if !s.has(waiters, kind) => s.with_waiter(waiters, kind),
+                _ => s,
+            };
+            (new, Answer::Decided(decision), nobody)
         }
     }
 }
 
-fuzz_target!(|ops: Vec<Op>| {
-    let mut state = State::NEW;
+#[derive(Arbitrary, Debug)]
+struct Script {
+    /// Start with all but two places taken by forgotten visits, to reach the overflow
+    /// guard.
+    crowded: bool,
+    ops: Vec<Op>,
+}
+
+fuzz_target!(|script: Script| {
+    let forgotten = if script.crowded { MAX_GUESTS - 2 } else { 0 };
+    let mut state = State(State::NEW.0 + forgotten * ONE_GUEST);
     let mut model = Model {
         locked: true,
+        guests: forgotten,
         ..Model::default()
     };
-    for op in ops {
-        if matches!(op, Op::Leave) && model.guests == 0 {
-            continue; // only a visit that started can end
+    assert_eq!(decode(state), model, "a new fortress");
+    for op in script.ops {
+        if op == Op::Leave && model.guests == forgotten {
+            continue; // only a guest inside can leave
         }
-        let (next, wake) = step(state, op);
-        let expected = model_step(&mut model, op);
-        assert_eq!(decode(next), model, "after {op:?} from {state:?}");
-        assert_eq!(woken(wake), expected, "wake-ups of {op:?} from {state:?}");
-        assert_eq!(next.check_invariants(), Ok(()), "after {op:?}: {next:?}");
-        assert_eq!(next.0 & !fortress_gate::internals::FLAGS, model.guests << fortress_gate::internals::COUNT_SHIFT);
-        state = next;
+        let (new, answer, wake) = gate(state, op);
+        let (expected, expected_woken) = model.step(op);
+        assert_eq!(answer, expected, "{op:?} on {state:?}");
+        if answer == Answer::TooMany {
+            return;
+        }
+        assert_eq!(decode(new), model, "{op:?} on {state:?} gave {new:?}");
+        assert_eq!(
+            woken(wake),
+            expected_woken,
+            "wake-ups of {op:?} on {state:?}"
+        );
+        assert_eq!(
+            wake.is_empty(),
+            expected_woken == Flags::default(),
+            "{wake:?}"
+        );
+        model.check();
+        assert_eq!(
+            new.check_invariants(),
+            Ok(()),
+            "{op:?} on {state:?} gave {new:?}"
+        );
+        state = new;
     }
 });

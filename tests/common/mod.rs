@@ -61,6 +61,22 @@ pub fn until_pending(fortress: &Fortress, kind: Sleepers) {
     until_flagged(fortress, kind, Kind::Task)
 }
 
+/// As [`until_asleep`], but also stops once `done()` holds: for a wait that a
+/// deadline may cut short before it announces itself (a thread that is not scheduled
+/// for a while on a loaded machine, or under Miri's clock).
+pub fn until_asleep_or(fortress: &Fortress, kind: Sleepers, mut done: impl FnMut() -> bool) {
+    until(&format!("a {kind:?} thread asleep, or done"), || {
+        snapshot(fortress).has(kind.waiters(), Kind::Thread) || done()
+    })
+}
+
+/// As [`until_pending`], but also stops once `done()` holds (see [`until_asleep_or`]).
+pub fn until_pending_or(fortress: &Fortress, kind: Sleepers, mut done: impl FnMut() -> bool) {
+    until(&format!("a {kind:?} task pending, or done"), || {
+        snapshot(fortress).has(kind.waiters(), Kind::Task) || done()
+    })
+}
+
 fn until_flagged(fortress: &Fortress, kind: Sleepers, who: Kind) {
     let start = Instant::now();
     while !snapshot(fortress).has(kind.waiters(), who) {
@@ -88,9 +104,159 @@ pub fn fired() -> Abort {
     abort
 }
 
-/// A new fortress, unlocked.
+/// A new (locked) fortress of the kind under test: the single state word, or with
+/// `crate::SHARDS` guest slots when `tests/sharded.rs` runs the suite again.
+pub fn fortress() -> Fortress {
+    match crate::SHARDS {
+        0 => Fortress::new(),
+        shards => Fortress::with_shards(shards),
+    }
+}
+
+/// A new fortress of the kind under test, unlocked.
 pub fn unlocked() -> Fortress {
-    let fortress = Fortress::new();
+    let fortress = fortress();
     fortress.guard().unlock().unwrap();
     fortress
+}
+
+/// A small multi-threaded tokio runtime for the async tests (built by hand: the
+/// `macros` feature is not enabled).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .expect("could not build a tokio runtime")
+}
+
+// ----- Async helpers (tests/async_rules.rs, tests/async_cancel.rs) -----
+
+/// Runs `fut` to completion on `rt`, failing the test if it is still pending after
+/// [`HANG`].
+pub fn block_within<F: std::future::Future>(
+    rt: &tokio::runtime::Runtime,
+    what: &str,
+    fut: F,
+) -> F::Output {
+    rt.block_on(async { tokio::time::timeout(HANG, fut).await })
+        .unwrap_or_else(|_| panic!("{what}: still pending after {HANG:?}"))
+}
+
+/// Awaits a spawned task within [`HANG`] and returns its output; a panic in the task
+/// propagates, and a cancelled task fails the test.
+pub fn join<T>(rt: &tokio::runtime::Runtime, what: &str, task: tokio::task::JoinHandle<T>) -> T {
+    match block_within(rt, what, task) {
+        Ok(out) => out,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => panic!("{what}: {e}"),
+    }
+}
+
+/// One poll of `fut` with `waker`.
+pub fn poll_with<F: std::future::Future + ?Sized>(
+    fut: std::pin::Pin<&mut F>,
+    waker: &std::task::Waker,
+) -> std::task::Poll<F::Output> {
+    fut.poll(&mut std::task::Context::from_waker(waker))
+}
+
+/// One poll of `fut` with a waker that does nothing.
+pub fn poll_noop<F: std::future::Future + ?Sized>(
+    fut: std::pin::Pin<&mut F>,
+) -> std::task::Poll<F::Output> {
+    poll_with(fut, std::task::Waker::noop())
+}
+
+/// A waker that counts how often it was woken.
+#[derive(Default)]
+pub struct CountingWaker(std::sync::atomic::AtomicUsize);
+
+impl CountingWaker {
+    /// A new waker and its counter.
+    pub fn new() -> (std::task::Waker, std::sync::Arc<CountingWaker>) {
+        let counter = std::sync::Arc::new(CountingWaker::default());
+        (std::task::Waker::from(counter.clone()), counter)
+    }
+
+    /// How often it was woken so far.
+    pub fn wakes(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl std::task::Wake for CountingWaker {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &std::sync::Arc<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Awaits `fut`, adding one to `pending` the first time it returns `Pending`: a test
+/// can then wait until every one of many tasks is really waiting.
+pub async fn announce_pending<F: std::future::Future>(
+    fut: F,
+    pending: &std::sync::atomic::AtomicUsize,
+) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    let mut announced = false;
+    std::future::poll_fn(|cx| {
+        let poll = fut.as_mut().poll(cx);
+        if poll.is_pending() && !announced {
+            announced = true;
+            pending.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        poll
+    })
+    .await
+}
+
+/// Polls `fut` once with the task's own waker, then drops it: `None` if it was still
+/// pending (the cancel-by-drop case).
+pub async fn poll_once_then_drop<F: std::future::Future>(fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    let once = std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx)));
+    match once.await {
+        std::task::Poll::Ready(out) => Some(out),
+        std::task::Poll::Pending => None,
+    }
+}
+
+/// Receives from `rx`, failing the test after [`HANG`].
+pub fn recv_within<T>(rx: &mpsc::Receiver<T>, what: &str) -> T {
+    rx.recv_timeout(HANG)
+        .unwrap_or_else(|e| panic!("{what}: {e} after {HANG:?}"))
+}
+
+/// A small deterministic xorshift PRNG: random interleavings that replay.
+#[derive(Clone, Debug)]
+pub struct XorShift(u64);
+
+impl XorShift {
+    pub fn new(seed: u64) -> XorShift {
+        // Never zero (zero is a fixed point); mix the seed so nearby seeds diverge.
+        XorShift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    /// Uniform enough in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    /// A random duration below `max_micros` microseconds (zero included).
+    pub fn micros(&mut self, max_micros: u64) -> Duration {
+        Duration::from_micros(self.below(max_micros))
+    }
 }

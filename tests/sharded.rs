@@ -1,0 +1,19 @@
+//! The integration suite again, against a sharded fortress (three guest slots, so that
+//! two threads may share a slot and others not): same handles, same rules. Each file is
+//! also its own test binary for the single state word.
+// Each included file brings its own copy of `common`, as it does in its own binary.
+#![allow(clippy::duplicate_mod)]
+
+/// Guest slots of the fortresses under test (read by `common::fortress`).
+const SHARDS: usize = 3;
+
+#[path = "exclusive.rs"]
+mod exclusive;
+#[path = "occupy.rs"]
+mod occupy;
+#[path = "rules.rs"]
+mod rules;
+#[path = "stress.rs"]
+mod stress;
+#[path = "wakeups.rs"]
+mod wakeups;
