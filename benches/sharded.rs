@@ -5,7 +5,10 @@
 //!   against the bare atomic pair on a cache-padded word (the floor of both designs);
 //! * `sharded/both_cores`: two threads visiting at once, each on its own core; the
 //!   time reported is per visit *as each thread sees it* (wall time / visits per
-//!   thread), so perfect scaling equals the `one_thread` cost;
+//!   thread), so perfect scaling equals the `one_thread` cost. (The `contended` group
+//!   of `fortress.rs` divides by the visits of all threads instead: half of this.)
+//!   Bounds: the bare pair on one shared line and on a line per thread; control: the
+//!   same two threads forced onto one slot;
 //! * `sharded/lockdown_unlock`: lockdown + unlock with nobody inside, for the single
 //!   word and for 1, 2, 8 and 64 slots: the price the guard pays for the slots.
 //!
@@ -139,6 +142,12 @@ fn both_cores(c: &mut Criterion) {
     let (_sharded, _sharded_guard, sharded_guest) = open(Fortress::with_shards(2));
     g.bench_function("sharded_enter_drop", |b| {
         b.iter_custom(|n| on_both_cores(n, |_| enter_drop(&sharded_guest, &never)))
+    });
+    // The control: the same two threads forced onto one slot. It should cost what the
+    // single word does; if `sharded_enter_drop` costs the same, the threads collided.
+    let (_one_slot, _one_slot_guard, one_slot_guest) = open(Fortress::with_shards(1));
+    g.bench_function("one_slot_enter_drop", |b| {
+        b.iter_custom(|n| on_both_cores(n, |_| enter_drop(&one_slot_guest, &never)))
     });
     g.finish();
 }
