@@ -134,6 +134,8 @@ impl Guest {
     /// # }
     /// ```
     #[must_use = "futures do nothing unless awaited"]
+    // Not an `async fn`: the signature promises `Send`.
+    #[allow(clippy::manual_async_fn)]
     pub fn enter_async<'g: 'a, 'a>(
         &'g self,
         abort: &'a Abort,
@@ -152,6 +154,8 @@ impl Guest {
     /// # Errors
     /// As [`Guest::visit`].
     #[must_use = "futures do nothing unless awaited"]
+    // Not an `async fn`: the signature promises `Send`.
+    #[allow(clippy::manual_async_fn)]
     pub fn enter_owned_async<'a>(
         &'a self,
         abort: &'a Abort,
