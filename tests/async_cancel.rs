@@ -73,7 +73,7 @@ fn assert_cancelled<T>(rt: &tokio::runtime::Runtime, what: &str, task: JoinHandl
 
 #[test]
 fn a_dropped_pending_enter_async_leaves_no_guest_and_is_never_woken() {
-    let fortress = Fortress::new();
+    let fortress = common::fortress();
     let guest = fortress.guest();
     let abort = Abort::new();
     let (waker, wakes) = CountingWaker::new();
@@ -98,7 +98,7 @@ fn a_dropped_pending_enter_async_leaves_no_guest_and_is_never_woken() {
 #[test]
 fn a_dropped_pending_enter_async_steals_no_wake_up_from_other_tasks_and_threads() {
     let rt = runtime();
-    let fortress = Fortress::new();
+    let fortress = common::fortress();
     let pending = Arc::new(AtomicUsize::new(0));
     // Others wait at the gate: a task and a thread.
     let task = spawn_counted_enter(&rt, &fortress, &pending);
@@ -131,7 +131,7 @@ fn a_dropped_pending_enter_async_steals_no_wake_up_from_other_tasks_and_threads(
 fn dropping_a_woken_but_unpolled_enter_async_loses_nothing_for_others() {
     let rt = runtime();
     for relock in [false, true] {
-        let fortress = Fortress::new();
+        let fortress = common::fortress();
         let guard = fortress.guard();
         let guest = fortress.guest();
         let never = Abort::never();
@@ -165,7 +165,7 @@ fn dropping_a_woken_but_unpolled_enter_async_loses_nothing_for_others() {
 
 #[test]
 fn the_waker_slot_a_dropped_enter_async_freed_serves_the_next_waiter() {
-    let fortress = Fortress::new();
+    let fortress = common::fortress();
     let guest = fortress.guest();
     let never = Abort::never();
     let (first_waker, first) = CountingWaker::new();
@@ -186,7 +186,7 @@ fn the_waker_slot_a_dropped_enter_async_freed_serves_the_next_waiter() {
 
 #[test]
 fn a_dropped_pending_visit_async_never_runs_its_future() {
-    let fortress = Fortress::new();
+    let fortress = common::fortress();
     let guest = fortress.guest();
     let ran = AtomicBool::new(false);
     let never = Abort::never();
@@ -315,7 +315,7 @@ fn a_dropped_pending_wait_async_is_never_woken_and_a_later_one_completes() {
 #[test]
 fn aborting_tokio_tasks_pending_in_async_waits_cancels_them_and_leaves_the_fortresses_working() {
     let rt = runtime();
-    let locked = Fortress::new();
+    let locked = common::fortress();
     let (busy, inside) = occupied();
     let pending = Arc::new(AtomicUsize::new(0));
     let entry = spawn_counted_enter(&rt, &locked, &pending);
@@ -768,7 +768,7 @@ fn a_lockdown_async_that_returns_ok_has_the_fortress_to_itself_while_waits_aroun
 fn a_pending_enter_async_flags_the_gate_for_tasks_only_and_unlock_clears_the_flag() {
     // What `until_pending` relies on: a task's first Pending flags the gate.
     let rt = runtime();
-    let fortress = Fortress::new();
+    let fortress = common::fortress();
     assert!(!snapshot(&fortress).has(Waiters::Gate, Kind::Task));
     let pending = Arc::new(AtomicUsize::new(0));
     let task = spawn_counted_enter(&rt, &fortress, &pending);

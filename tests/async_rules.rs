@@ -119,7 +119,7 @@ fn an_async_lockdown_of_an_empty_fortress_returns_ok_with_a_fired_token() {
 #[test]
 fn pending_async_entries_return_aborted_when_their_token_fires_and_never_enter() {
     let rt = runtime();
-    let fortress = Fortress::new();
+    let fortress = common::fortress();
     let abort = Abort::new();
     let pending = Arc::new(AtomicUsize::new(0));
     let ran = Arc::new(AtomicBool::new(false));
@@ -184,7 +184,7 @@ fn a_pending_lockdown_async_returns_aborted_when_its_token_fires_and_the_gate_st
 
 #[test]
 fn async_waits_with_a_token_fired_before_the_call_return_aborted_at_their_first_poll() {
-    let fortress = Fortress::new(); // locked: an entry would wait
+    let fortress = common::fortress(); // locked: an entry would wait
     let guest = fortress.guest();
     let abort = fired();
     let ran = AtomicBool::new(false);
@@ -215,7 +215,7 @@ fn async_waits_with_a_token_fired_before_the_call_return_aborted_at_their_first_
 fn a_pending_wait_whose_condition_holds_by_its_next_poll_succeeds_though_its_token_fired_too() {
     // The state decides first: by its next poll the wait need not wait any longer,
     // so the token that fired meanwhile does not turn it into `Aborted`.
-    let fortress = Fortress::new();
+    let fortress = common::fortress();
     let guest = fortress.guest();
     let abort = Abort::new();
     let mut enter = pin!(guest.enter_async(&abort));
@@ -301,7 +301,7 @@ fn repeated_async_lockdowns_unlocks_kills_and_waits_return_at_once_and_change_no
 #[test]
 fn kill_wakes_pending_entries_and_lockdowns_with_shutdown() {
     let rt = runtime();
-    let locked = Fortress::new();
+    let locked = common::fortress();
     let (busy, inside) = occupied();
     let pending = Arc::new(AtomicUsize::new(0));
     let ran = Arc::new(AtomicBool::new(false));
@@ -349,7 +349,7 @@ fn kill_wakes_pending_entries_and_lockdowns_with_shutdown() {
 #[test]
 fn after_kill_every_async_call_returns_shutdown_at_its_first_poll() {
     for open in [true, false] {
-        let fortress = if open { unlocked() } else { Fortress::new() };
+        let fortress = if open { unlocked() } else { common::fortress() };
         fortress.kill();
         let (guard, guest) = (fortress.guard(), fortress.guest());
         for abort in [Abort::never(), Abort::new(), fired()] {
@@ -561,7 +561,7 @@ fn shutdown_beats_aborted_when_kill_and_abort_both_reach_a_pending_wait() {
     let rt = runtime();
     let rounds = if cfg!(miri) { 2 } else { 20 };
     for _ in 0..rounds {
-        let locked = Fortress::new();
+        let locked = common::fortress();
         let (busy, inside) = occupied();
         let abort = Abort::new();
         // Tasks, woken by whichever comes first.
@@ -594,7 +594,7 @@ fn shutdown_beats_aborted_when_kill_and_abort_both_reach_a_pending_wait() {
 
 #[test]
 fn a_woken_enter_async_that_finds_the_gate_closed_again_is_woken_by_the_next_unlock() {
-    let fortress = Fortress::new();
+    let fortress = common::fortress();
     let (guard, guest) = (fortress.guard(), fortress.guest());
     let never = Abort::never();
     let (waker, wakes) = CountingWaker::new();
@@ -621,7 +621,7 @@ fn a_woken_enter_async_that_finds_the_gate_closed_again_is_woken_by_the_next_unl
 #[test]
 fn one_unlock_wakes_both_a_blocked_thread_and_a_pending_task() {
     let rt = runtime();
-    let fortress = Fortress::new();
+    let fortress = common::fortress();
     let guest = fortress.guest();
     let thread_visit = thread::spawn(move || guest.visit(|| 1, &Abort::never()));
     let guest = fortress.guest();
@@ -701,7 +701,7 @@ fn a_thread_lockdown_waits_for_a_tasks_visit() {
 fn one_unlock_admits_a_thousand_tasks_waiting_at_a_closed_gate() {
     let tasks = if cfg!(miri) { 16 } else { 1000 };
     let rt = runtime();
-    let fortress = Fortress::new();
+    let fortress = common::fortress();
     let pending = Arc::new(AtomicUsize::new(0));
     let ran = Arc::new(AtomicUsize::new(0));
     let handles: Vec<_> = (0..tasks)

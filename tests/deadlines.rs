@@ -107,7 +107,7 @@ fn after_zero_is_born_fired() {
     assert!(abort.is_aborted());
     assert!(abort.deadline().is_some());
     // A visit to a locked fortress would wait, so it is cut short at once.
-    let fortress = Fortress::new();
+    let fortress = common::fortress();
     assert_eq!(fortress.guest().visit(|| (), &abort), Err(Error::Aborted));
 }
 
@@ -259,7 +259,7 @@ fn from_future_drops_its_future_once_it_completes() {
 
 #[test]
 fn a_visit_sleeping_at_a_locked_gate_returns_aborted_promptly_after_its_deadline() {
-    let fortress = Fortress::new();
+    let fortress = common::fortress();
     let abort = Abort::after(WAIT);
     let deadline = abort.deadline().unwrap();
     let ran = Arc::new(AtomicBool::new(false));
@@ -315,7 +315,7 @@ fn a_lockdown_aborted_by_its_deadline_still_leaves_the_gate_closed() {
 fn one_deadline_cuts_short_every_wait_that_uses_it() {
     let abort = Abort::after(WAIT);
     let deadline = abort.deadline().unwrap();
-    let locked = Fortress::new();
+    let locked = common::fortress();
     let (busy, visit) = occupied();
     let mut waits = Vec::new();
     for _ in 0..2 {
@@ -344,7 +344,7 @@ fn one_deadline_cuts_short_every_wait_that_uses_it() {
 
 #[test]
 fn abort_wakes_a_wait_long_before_the_tokens_deadline() {
-    let fortress = Fortress::new();
+    let fortress = common::fortress();
     let abort = Abort::after(HOUR);
     let (guest, token) = (fortress.guest(), abort.clone());
     let visit = thread::spawn(move || guest.visit(|| (), &token));
@@ -358,7 +358,7 @@ fn abort_wakes_a_wait_long_before_the_tokens_deadline() {
 
 #[test]
 fn a_wait_ends_normally_before_its_deadline_when_the_gate_opens() {
-    let fortress = Fortress::new();
+    let fortress = common::fortress();
     let abort = Abort::after(HOUR);
     let (guest, token) = (fortress.guest(), abort.clone());
     let visit = thread::spawn(move || guest.visit(|| 9, &token));
@@ -372,7 +372,7 @@ fn a_wait_ends_normally_before_its_deadline_when_the_gate_opens() {
 
 #[test]
 fn a_child_sleeping_in_a_wait_wakes_aborted_when_its_parent_is_fired() {
-    let fortress = Fortress::new();
+    let fortress = common::fortress();
     let parent = Abort::new();
     let child = parent.child();
     let guest = fortress.guest();
@@ -402,7 +402,7 @@ fn a_child_sleeping_in_a_wait_wakes_aborted_when_its_parents_deadline_passes() {
 
 #[test]
 fn a_with_deadline_child_wakes_at_its_own_deadline_before_its_parents() {
-    let fortress = Fortress::new();
+    let fortress = common::fortress();
     let parent = Abort::after(HOUR);
     let child = parent.with_deadline(Instant::now() + WAIT);
     let deadline = child.deadline().unwrap();
@@ -420,7 +420,7 @@ fn a_with_deadline_child_wakes_at_its_own_deadline_before_its_parents() {
 
 #[test]
 fn firing_a_child_never_fires_its_parent() {
-    let fortress = Fortress::new();
+    let fortress = common::fortress();
     let parent = Abort::after(HOUR);
     let (guest, token) = (fortress.guest(), parent.clone());
     let visit = thread::spawn(move || guest.visit(|| 3, &token));
@@ -500,7 +500,7 @@ fn async_calls_that_need_not_wait_succeed_past_their_deadline() {
 fn a_killed_fortress_answers_shutdown_even_with_an_expired_deadline() {
     let rt = runtime();
     for open in [true, false] {
-        let fortress = if open { unlocked() } else { Fortress::new() };
+        let fortress = if open { unlocked() } else { common::fortress() };
         fortress.kill();
         let (guard, guest) = (fortress.guard(), fortress.guest());
         for abort in expired() {
@@ -534,7 +534,7 @@ fn a_killed_fortress_with_a_visit_inside_answers_shutdown_to_a_lockdown_past_its
 #[test]
 fn a_pending_enter_async_returns_aborted_promptly_after_its_deadline() {
     let rt = runtime();
-    let fortress = Fortress::new();
+    let fortress = common::fortress();
     let abort = Abort::after(WAIT);
     let deadline = abort.deadline().unwrap();
     let (guest, token) = (fortress.guest(), abort.clone());
@@ -570,7 +570,7 @@ fn a_pending_lockdown_async_returns_aborted_promptly_after_its_deadline() {
 
 #[test]
 fn cancelling_a_cancellation_token_from_another_thread_wakes_a_sleeping_visit() {
-    let fortress = Fortress::new();
+    let fortress = common::fortress();
     let cancel = CancellationToken::new();
     let abort = Abort::from_future(cancel.clone().cancelled_owned());
     let guest = fortress.guest();
@@ -586,7 +586,7 @@ fn cancelling_a_cancellation_token_from_another_thread_wakes_a_sleeping_visit() 
 #[test]
 fn cancelling_a_cancellation_token_wakes_a_pending_enter_async() {
     let rt = runtime();
-    let fortress = Fortress::new();
+    let fortress = common::fortress();
     let cancel = CancellationToken::new();
     let abort = Abort::from_future(cancel.clone().cancelled_owned());
     let guest = fortress.guest();
@@ -630,7 +630,7 @@ async fn race<A: Future, B: Future>(a: A, b: B) -> Either<A::Output, B::Output> 
 #[test]
 fn a_pending_enter_async_raced_against_a_cancellation_token_gives_way_to_cancel() {
     let rt = runtime();
-    let fortress = Fortress::new();
+    let fortress = common::fortress();
     let cancel = CancellationToken::new();
     let (guest, token) = (fortress.guest(), cancel.clone());
     let task = rt.spawn(async move {
@@ -670,7 +670,7 @@ fn a_pending_enter_async_raced_against_a_cancellation_token_gives_way_to_cancel(
 #[test]
 fn a_pending_enter_async_raced_against_a_cancellation_token_enters_when_the_gate_opens() {
     let rt = runtime();
-    let fortress = Fortress::new();
+    let fortress = common::fortress();
     let cancel = CancellationToken::new();
     let (guest, token) = (fortress.guest(), cancel.clone());
     let task = rt.spawn(async move {

@@ -7,6 +7,12 @@
 /// Guest slots of the fortresses under test (read by `common::fortress`).
 const SHARDS: usize = 3;
 
+#[path = "async_cancel.rs"]
+mod async_cancel;
+#[path = "async_rules.rs"]
+mod async_rules;
+#[path = "deadlines.rs"]
+mod deadlines;
 #[path = "exclusive.rs"]
 mod exclusive;
 #[path = "occupy.rs"]
