@@ -1,11 +1,15 @@
-//! `Guard::exclusive`: a lockdown that unlocks when its value goes out of scope.
+//! Scoped lockdowns: `Guard::exclusive` and its owned and async forms, lockdowns that
+//! unlock when their value goes out of scope, and that back out when they give up.
 //!
-//! Built only on the public `lockdown` and `unlock`, so it adds no state and no
-//! transition of its own.
+//! A scoped lockdown closes the gate as `lockdown` does, but if its close shut an open
+//! gate it records a *scope* in the state word (see `state.rs`). If the call then gives
+//! up (aborted, or its future dropped), it reopens the gate only if that scope is still
+//! there, that is if no other guard operation came since.
 
 use crate::abort::Abort;
 use crate::error::Error;
 use crate::fortress::Guard;
+use crate::gate::Gate;
 use core::fmt;
 
 impl Guard {
@@ -19,11 +23,16 @@ impl Guard {
     /// open. Guards are not coordinated with each other: if another [`Guard`] unlocks
     /// while the `Exclusive` lives, visits start again (the last operation decides).
     ///
+    /// **A call that gives up backs out**, unlike a plain `lockdown`: if it returns
+    /// [`Error::Aborted`] and its own close shut an open gate, it reopens the gate,
+    /// unless another guard operation (a lockdown, a scoped lockdown, an unlock, a kill)
+    /// came since its close: then the state is that operation's, and a back-out never
+    /// reopens the gate under another guard's lockdown. A gate that was closed already
+    /// when the call closed it stays closed.
+    ///
     /// # Errors
-    /// Those of [`lockdown`](Guard::lockdown), with the same effect on the gate:
-    /// * [`Error::Aborted`] if it had to wait and `abort` fired. The gate **stays
-    ///   closed**, exactly as after an aborted `lockdown`; no `Exclusive` exists, so
-    ///   nothing reopens it until some guard calls [`unlock`](Guard::unlock).
+    /// * [`Error::Aborted`] if it had to wait and `abort` fired (the gate backed out as
+    ///   above).
     /// * [`Error::Shutdown`] if the fortress is, or while waiting gets, killed.
     ///
     /// ```
@@ -47,9 +56,47 @@ impl Guard {
     /// # Ok::<(), BoxError>(())
     /// ```
     pub fn exclusive(&self, abort: &Abort) -> Result<Exclusive<'_>, Error> {
-        self.lockdown(abort)?;
+        scoped_lockdown(&self.gate, abort)?;
         Ok(Exclusive { guard: self })
     }
+
+    /// As [`Guard::exclusive`], but the returned [`OwnedExclusive`] holds a guard of
+    /// its own, so it can outlive `self` and move to another thread or task. Backs out
+    /// as `exclusive` does.
+    ///
+    /// # Errors
+    /// As [`Guard::exclusive`].
+    ///
+    /// ```
+    /// use fortress_gate::{Abort, Fortress};
+    /// use std::thread;
+    ///
+    /// let fortress = Fortress::new();
+    /// fortress.guard().unlock()?;
+    /// let exclusive = fortress.guard().exclusive_owned(&Abort::never())?;
+    /// thread::spawn(move || drop(exclusive)).join().unwrap(); // unlocks there
+    /// assert!(!fortress.is_locked());
+    /// # Ok::<(), fortress_gate::Error>(())
+    /// ```
+    pub fn exclusive_owned(&self, abort: &Abort) -> Result<OwnedExclusive, Error> {
+        scoped_lockdown(&self.gate, abort)?;
+        Ok(OwnedExclusive {
+            guard: self.clone(),
+        })
+    }
+}
+
+/// A lockdown that backs out when it gives up: see [`Guard::exclusive`].
+fn scoped_lockdown(gate: &Gate, abort: &Abort) -> Result<(), Error> {
+    let (empty, scope) = gate.close_scoped()?;
+    if empty {
+        return Ok(());
+    }
+    let drained = gate.lockdown_contended(abort);
+    if let (Err(Error::Aborted), Some(scope)) = (drained, scope) {
+        gate.withdraw(scope);
+    }
+    drained
 }
 
 /// The exclusive phase of a [`Guard`], from [`Guard::exclusive`]: the fortress is
@@ -76,7 +123,7 @@ impl Guard {
 /// ```
 #[must_use = "the fortress is unlocked as soon as this value is dropped"]
 pub struct Exclusive<'a> {
-    guard: &'a Guard,
+    pub(crate) guard: &'a Guard,
 }
 
 impl Drop for Exclusive<'_> {
@@ -84,6 +131,35 @@ impl Drop for Exclusive<'_> {
         // `unlock` fails only with `Shutdown`: a killed fortress changes no more, and
         // there is nothing left to give back.
         let _ = self.guard.unlock();
+    }
+}
+
+/// The exclusive phase of a [`Guard`] that owns its guard, from
+/// [`Guard::exclusive_owned`] (or its async form): `Send + 'static`, so it can be held
+/// by a spawned thread or task. When dropped, it unlocks first, then releases its
+/// guard.
+#[must_use = "the fortress is unlocked as soon as this value is dropped"]
+pub struct OwnedExclusive {
+    pub(crate) guard: Guard,
+}
+
+impl OwnedExclusive {
+    /// The guard this exclusive phase holds.
+    pub fn guard(&self) -> &Guard {
+        &self.guard
+    }
+}
+
+impl Drop for OwnedExclusive {
+    fn drop(&mut self) {
+        // As `Exclusive`'s drop; the guard is released after this, with the fields.
+        let _ = self.guard.unlock();
+    }
+}
+
+impl fmt::Debug for OwnedExclusive {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("OwnedExclusive").field(&self.guard).finish()
     }
 }
 

@@ -28,7 +28,7 @@ use core::fmt;
 /// ```
 #[derive(Clone)]
 pub struct Fortress {
-    pub(crate) gate: Arc<Gate>,
+    pub(crate) gate: Opener,
 }
 
 /// Opens ([`unlock`](Guard::unlock)) and closes ([`lockdown`](Guard::lockdown)) a
@@ -52,7 +52,7 @@ pub struct Fortress {
 /// ```
 #[derive(Clone)]
 pub struct Guard {
-    pub(crate) gate: Arc<Gate>,
+    pub(crate) gate: Opener,
 }
 
 /// Visits a fortress while it is unlocked, concurrently with other guests.
@@ -80,7 +80,7 @@ impl Fortress {
     /// A new fortress, locked.
     pub fn new() -> Fortress {
         Fortress {
-            gate: Arc::new(Gate::new(None)),
+            gate: Opener::new(&Arc::new(Gate::new(None))),
         }
     }
 
@@ -122,7 +122,7 @@ impl Fortress {
     pub fn with_shards(shards: usize) -> Fortress {
         assert!(shards > 0, "a sharded fortress needs at least one slot");
         Fortress {
-            gate: Arc::new(Gate::new(Some(shards))),
+            gate: Opener::new(&Arc::new(Gate::new(Some(shards)))),
         }
     }
 
@@ -135,7 +135,7 @@ impl Fortress {
     /// A guard of this fortress.
     pub fn guard(&self) -> Guard {
         Guard {
-            gate: Arc::clone(&self.gate),
+            gate: self.gate.clone(),
         }
     }
 
@@ -177,9 +177,64 @@ impl Fortress {
         self.snapshot().guests()
     }
 
+    /// As [`Worker::wait`], but `abort` can cut the wait short: `Ok(())` once the
+    /// fortress is killed and no visit is running; otherwise [`Error::Aborted`] when
+    /// `abort` fires (as every wait, it answers `Ok` without looking at `abort` if it
+    /// need not wait).
+    ///
+    /// # Errors
+    /// [`Error::Aborted`] when `abort` fires first.
+    ///
+    /// ```
+    /// use fortress_gate::{Abort, Error, Fortress, Worker};
+    /// use std::time::Duration;
+    ///
+    /// let fortress = Fortress::new();
+    /// let soon = Abort::after(Duration::from_millis(10));
+    /// assert_eq!(fortress.wait_with(&soon), Err(Error::Aborted), "not killed");
+    /// fortress.kill();
+    /// assert_eq!(fortress.wait_with(&soon), Ok(()), "killed and empty: no wait");
+    /// ```
+    pub fn wait_with(&self, abort: &Abort) -> Result<(), Error> {
+        self.gate.wait_done(abort)
+    }
+
     /// The whole state word, decoded.
     pub(crate) fn snapshot(&self) -> State {
         self.gate.snapshot()
+    }
+}
+
+/// A handle through which `unlock` can still be called: what a `Fortress` and a `Guard`
+/// hold. The gate counts them; when the last one goes while the gate is closed, nobody
+/// could ever open it again, so the fortress is killed and its waiters answered with
+/// `Shutdown` instead of waiting forever.
+pub(crate) struct Opener(Arc<Gate>);
+
+impl Opener {
+    fn new(gate: &Arc<Gate>) -> Opener {
+        gate.add_opener();
+        Opener(Arc::clone(gate))
+    }
+}
+
+impl Clone for Opener {
+    fn clone(&self) -> Opener {
+        Opener::new(&self.0)
+    }
+}
+
+impl Drop for Opener {
+    fn drop(&mut self) {
+        self.0.drop_opener();
+    }
+}
+
+impl core::ops::Deref for Opener {
+    type Target = Arc<Gate>;
+
+    fn deref(&self) -> &Arc<Gate> {
+        &self.0
     }
 }
 
@@ -199,7 +254,7 @@ impl Worker for Fortress {
 
     /// Blocks until the fortress is killed and no visit is running; then `Ok(())`.
     fn wait(&self) -> Result<(), BoxError> {
-        self.gate.wait_done();
+        self.gate.wait_done(&Abort::never())?;
         Ok(())
     }
 }

@@ -9,6 +9,7 @@
 
 use crate::abort::Abort;
 use crate::error::Error;
+use crate::exclusive::{Exclusive, OwnedExclusive};
 use crate::fortress::{Fortress, Guard, Guest};
 use crate::gate::{Gate, TaskWait};
 use crate::shards::Ticket;
@@ -17,9 +18,6 @@ use crate::visit::{OwnedVisit, Visit};
 use core::future::Future;
 use core::pin::Pin;
 use core::task::{Context, Poll};
-
-/// `Abort::never()` for waits that take no token (`wait_async`).
-static NEVER: Abort = Abort::never();
 
 /// An entry in progress: `Guest::enter_async` and `Guest::enter_owned_async`.
 struct Enter<'a> {
@@ -46,12 +44,35 @@ impl Future for Enter<'_> {
 }
 
 /// A lockdown in progress: closes the gate at its first poll, then waits for the drain.
+/// A scoped one (the exclusive forms) backs out if it gives up: aborted, or dropped
+/// between its first poll and its completion.
 struct Lockdown<'a> {
     gate: &'a Gate,
     abort: &'a Abort,
     wait: TaskWait<'a>,
-    closed: bool,
+    scoped: bool,
+    /// The first poll closed the gate; for a scoped lockdown that shut an open gate,
+    /// with its scope.
+    closed: Option<Option<u16>>,
     finished: bool,
+}
+
+impl<'a> Lockdown<'a> {
+    fn new(gate: &'a Gate, abort: &'a Abort, scoped: bool) -> Lockdown<'a> {
+        Lockdown {
+            gate,
+            abort,
+            wait: TaskWait::new(),
+            scoped,
+            closed: None,
+            finished: false,
+        }
+    }
+
+    /// The scope to withdraw if this lockdown gives up now.
+    fn scope(&self) -> Option<u16> {
+        self.closed.flatten()
+    }
 }
 
 impl Future for Lockdown<'_> {
@@ -63,17 +84,39 @@ impl Future for Lockdown<'_> {
             !this.finished,
             "a lockdown future was polled after it completed"
         );
-        let poll = if this.closed {
-            this.gate.poll_drain(this.abort, &mut this.wait, cx)
-        } else {
-            this.closed = true;
-            match this.gate.close() {
-                Ok(false) => this.gate.poll_drain(this.abort, &mut this.wait, cx),
-                done => Poll::Ready(done.map(drop)),
+        let poll = match this.closed {
+            Some(_) => this.gate.poll_drain(this.abort, &mut this.wait, cx),
+            None => {
+                let closed = match this.scoped {
+                    false => this.gate.close().map(|empty| (empty, None)),
+                    true => this.gate.close_scoped(),
+                };
+                match closed {
+                    Ok((false, scope)) => {
+                        this.closed = Some(scope);
+                        this.gate.poll_drain(this.abort, &mut this.wait, cx)
+                    }
+                    done => Poll::Ready(done.map(drop)),
+                }
             }
         };
-        this.finished = poll.is_ready();
+        if let Poll::Ready(result) = poll {
+            this.finished = true;
+            if let (Err(Error::Aborted), Some(scope)) = (result, this.scope()) {
+                this.gate.withdraw(scope);
+            }
+        }
         poll
+    }
+}
+
+impl Drop for Lockdown<'_> {
+    fn drop(&mut self) {
+        if let (false, Some(scope)) = (self.finished, self.scope()) {
+            // Dropped while it waited: a scoped lockdown gives up.
+            self.wait = TaskWait::new(); // unregister before reopening
+            self.gate.withdraw(scope);
+        }
     }
 }
 
@@ -88,7 +131,7 @@ impl Future for Done<'_> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        this.gate.poll_done(&NEVER, &mut this.wait, cx)
+        this.gate.poll_done(Abort::NEVER, &mut this.wait, cx)
     }
 }
 
@@ -195,12 +238,50 @@ impl Guard {
         &'a self,
         abort: &'a Abort,
     ) -> impl Future<Output = Result<(), Error>> + Send + 'a {
-        Lockdown {
-            gate: &self.gate,
-            abort,
-            wait: TaskWait::new(),
-            closed: false,
-            finished: false,
+        Lockdown::new(&self.gate, abort, false)
+    }
+
+    /// As [`Guard::exclusive`], for async code: the gate closes at the first poll, and
+    /// the returned [`Exclusive`] unlocks it when dropped.
+    ///
+    /// **Cancel-safe: it backs out.** If the future is dropped after its first poll
+    /// and before it completes (a `select!` branch that loses, a timeout), or returns
+    /// [`Error::Aborted`], it reopens the gate it shut, exactly as
+    /// [`Guard::exclusive`] describes (never under another guard's later operation). A
+    /// future dropped before its first poll does nothing.
+    ///
+    /// # Errors
+    /// As [`Guard::exclusive`].
+    #[must_use = "futures do nothing unless awaited"]
+    // Not an `async fn`: the signature promises `Send`.
+    #[allow(clippy::manual_async_fn)]
+    pub fn exclusive_async<'a>(
+        &'a self,
+        abort: &'a Abort,
+    ) -> impl Future<Output = Result<Exclusive<'a>, Error>> + Send + 'a {
+        async move {
+            Lockdown::new(&self.gate, abort, true).await?;
+            Ok(Exclusive { guard: self })
+        }
+    }
+
+    /// As [`Guard::exclusive_async`], returning an [`OwnedExclusive`] that holds a
+    /// guard of its own (`Send + 'static`: it can be moved into a spawned task).
+    ///
+    /// # Errors
+    /// As [`Guard::exclusive`].
+    #[must_use = "futures do nothing unless awaited"]
+    // Not an `async fn`: the signature promises `Send`.
+    #[allow(clippy::manual_async_fn)]
+    pub fn exclusive_owned_async<'a>(
+        &'a self,
+        abort: &'a Abort,
+    ) -> impl Future<Output = Result<OwnedExclusive, Error>> + Send + 'a {
+        async move {
+            Lockdown::new(&self.gate, abort, true).await?;
+            Ok(OwnedExclusive {
+                guard: self.clone(),
+            })
         }
     }
 }

@@ -19,7 +19,7 @@ use crate::abort::Registration;
 use crate::error::Error;
 use crate::notify::Notifier;
 use crate::shards::{Shards, Ticket};
-use crate::state::{Decision, Kind, State, Waiters, Wake, COUNT_SHIFT, FLAGS, ONE_GUEST};
+use crate::state::{Decision, Kind, State, Waiters, Wake, COUNT_SHIFT, ONE_GUEST};
 use crate::sync::{
     Arc, AtomicU64,
     Ordering::{self, AcqRel, Acquire, Relaxed, Release},
@@ -41,6 +41,9 @@ pub(crate) struct Gate {
     /// In a sharded fortress the state word's count holds the slots' references, not
     /// guests.
     shards: Option<Shards>,
+    /// How many `Fortress` and `Guard` handles exist: values through which `unlock`
+    /// can still be called (see `fortress.rs`).
+    openers: AtomicU64,
 }
 
 /// What a waiter's look at the state word decided.
@@ -61,8 +64,9 @@ type Claim<'a, T> = &'a dyn Fn(&Gate, State) -> Step<T>;
 /// An async wait in progress: the registrations a pending future holds. Dropping it
 /// removes them, so a dropped future leaves nothing behind.
 pub(crate) struct TaskWait<'a> {
-    /// The notifier this task waits on, and its key in the notifier's task set.
-    task: Option<(&'a Notifier, usize)>,
+    /// The gate and the group this task waits in, and its key in that notifier's task
+    /// set.
+    task: Option<(&'a Gate, Waiters, usize)>,
     registration: Option<Registration<'a>>,
 }
 
@@ -73,6 +77,23 @@ impl Gate {
             state: CachePadded::new(AtomicU64::new(State::NEW.0)),
             notifiers: [(); 3].map(|()| Arc::new(Notifier::new())),
             shards: shards.map(Shards::new),
+            openers: AtomicU64::new(0),
+        }
+    }
+
+    /// A new `Fortress` or `Guard` handle.
+    pub(crate) fn add_opener(&self) {
+        // Relaxed: as `Arc`'s increment; the count only has to reach zero once.
+        self.openers.fetch_add(1, Relaxed);
+    }
+
+    /// A `Fortress` or `Guard` handle is gone. The last one kills a closed fortress:
+    /// nobody could ever open it again, so its waiters must not wait forever.
+    pub(crate) fn drop_opener(&self) {
+        // AcqRel: as `Arc`'s decrement, so the last opener sees every guard operation
+        // of the others (in particular their last unlock or lockdown).
+        if self.openers.fetch_sub(1, AcqRel) == 1 && self.locked() {
+            self.kill();
         }
     }
 
@@ -81,7 +102,7 @@ impl Gate {
         let s = State(self.state.load(Relaxed));
         match &self.shards {
             None => s,
-            Some(shards) => State(s.0 & FLAGS | shards.guests() << COUNT_SHIFT),
+            Some(shards) => State(s.0 & (ONE_GUEST - 1) | shards.guests() << COUNT_SHIFT),
         }
     }
 
@@ -96,10 +117,13 @@ impl Gate {
         self.shards.as_ref().map_or(0, Shards::len)
     }
 
-    /// Tasks registered with any notifier: for the models' leak checks.
-    #[cfg(all(test, loom))]
-    pub(crate) fn registered_tasks(&self) -> usize {
-        self.notifiers.iter().map(|n| n.registered_tasks()).sum()
+    /// The task sets' entries and keys, summed over the notifiers: for leak checks.
+    #[cfg_attr(not(any(test, feature = "internals")), allow(dead_code))]
+    pub(crate) fn task_slots(&self) -> (usize, usize) {
+        self.notifiers
+            .iter()
+            .map(|n| n.task_slots())
+            .fold((0, 0), |(a, b), (c, d)| (a + c, b + d))
     }
 
     fn notifier(&self, waiters: Waiters) -> &Arc<Notifier> {
@@ -194,11 +218,12 @@ impl Gate {
         }
     }
 
-    /// Drops `n` slot references from the state word, as `n` guests leaving would.
+    /// Drops `n` slot references from the state word at once, as `n` guests leaving
+    /// would.
     #[cold]
     fn drop_references(&self, n: u64) {
-        for _ in 0..n {
-            self.leave_word();
+        if n > 0 {
+            self.leave_word_by(n);
         }
     }
 
@@ -206,11 +231,16 @@ impl Gate {
     /// out, or a slot's reference is dropped).
     #[inline]
     fn leave_word(&self) {
+        self.leave_word_by(1);
+    }
+
+    #[inline]
+    fn leave_word_by(&self, n: u64) {
         // Release: pairs with the Acquire in `lockdown` and `wait`, so everything the
         // visit did happens before the guard's exclusive phase.
-        let old = State(self.state.fetch_sub(ONE_GUEST, Release));
-        debug_assert!(old.guests() > 0, "a visit ended twice: {old:?}");
-        if old.last_out_wakes() {
+        let old = State(self.state.fetch_sub(n * ONE_GUEST, Release));
+        debug_assert!(old.guests() >= n, "a visit ended twice: {old:?}");
+        if old.last_out_wakes_after(n) {
             self.leave_contended();
         }
     }
@@ -252,26 +282,43 @@ impl Gate {
 
     #[cold]
     fn unlock_slow(&self) -> Result<(), Error> {
+        match self.reopen(|s| (!s.shut_down()).then(|| s.unlocked())) {
+            Ok(_) => Ok(()),
+            Err(_) => Err(Error::Shutdown),
+        }
+    }
+
+    /// The back-out of a scoped lockdown that gave up (it withdraws its close): reopens the gate if `scope`'s
+    /// close shut it and no guard has acted since (see `state.rs`); otherwise leaves
+    /// the state to whoever did.
+    #[cold]
+    pub(crate) fn withdraw(&self, scope: u16) {
+        let _ = self.reopen(|s| s.backed_out(scope));
+    }
+
+    /// Applies `open` (an unlock or a back-out) to the state word and, in a sharded
+    /// fortress, reopens the slots first. `Err` with the state `open` declined.
+    fn reopen(&self, open: impl Fn(State) -> Option<State>) -> Result<(), State> {
         let mut references = 0;
-        let _pass = match &self.shards {
+        let pass = match &self.shards {
             None => None,
             Some(shards) => {
                 let pass = shards.pass();
-                // Under the pass a kill cannot slip in: it takes the pass too.
-                if State(self.state.load(Relaxed)).shut_down() {
-                    return Err(Error::Shutdown);
-                }
+                // Under the pass no other guard operation can slip in (they all take
+                // it), so what `open` decides now holds for the update below.
+                let s = State(self.state.load(Relaxed));
+                open(s).ok_or(s)?;
                 references = shards.reopen();
                 Some(pass)
             }
         };
         // Release: as in `unlock`. The references of slots that never drained go in
         // the same step, so no drain wait sees them leave while the gate is closed.
-        let (old, new) = self
-            .update(Release, |s| {
-                (!s.shut_down()).then(|| s.without_references(references).unlocked())
-            })
-            .map_err(|_| Error::Shutdown)?;
+        let (old, new) = self.update(Release, |s| {
+            open(s).map(|n| n.without_references(references))
+        })?;
+        // The pass is released before any waker (user code) runs: a waker may re-enter.
+        drop(pass);
         self.wake(old.woken_by(new));
         Ok(())
     }
@@ -301,25 +348,46 @@ impl Gate {
             .map_err(|_| Error::Shutdown)
     }
 
+    /// The close of a scoped lockdown: as `close`, and if it shut an open gate, the
+    /// scope it can back out with (`Gate::withdraw`). Always the slow path.
+    #[cold]
+    pub(crate) fn close_scoped(&self) -> Result<(bool, Option<u16>), Error> {
+        let scope = next_scope();
+        let mut shut = false;
+        // Acquire: as in `close`.
+        let empty = self
+            .closing_pass(Acquire, |s| {
+                shut = !s.locked();
+                (!s.shut_down()).then(|| s.locked_down_scoped(scope))
+            })
+            .map_err(|_| Error::Shutdown)?;
+        Ok((empty, shut.then_some(scope)))
+    }
+
     /// Applies `close` (a lockdown or a kill) to the state word and, in a sharded
     /// fortress, closes the slots: their references go on the word in the same step.
     /// `Ok(true)` if nobody is inside afterwards.
     fn closing_pass(
         &self,
         order: Ordering,
-        close: impl Fn(State) -> Option<State>,
+        mut close: impl FnMut(State) -> Option<State>,
     ) -> Result<bool, State> {
         let Some(shards) = &self.shards else {
             let (old, new) = self.update(order, close)?;
             self.wake(old.woken_by(new));
             return Ok(new.guests() == 0);
         };
-        let _pass = shards.pass();
+        // Every change is made before anybody is woken: the word and every slot are
+        // closed (a killed fortress admits nobody) and the pass is released before any
+        // waker, which is user code and may re-enter, runs.
+        let pass = shards.pass();
         let references = shards.open();
         let (old, new) = self.update(order, |s| close(s).map(|n| n.with_references(references)))?;
-        self.wake(old.woken_by(new));
         let released = shards.close();
+        drop(pass);
+        // Dropping the references of empty slots may complete the drain (and wake it).
         self.drop_references(released);
+        self.wake(old.woken_by(new));
         Ok(new.guests() == released)
     }
 
@@ -331,8 +399,9 @@ impl Gate {
         self.lockdown_contended(abort)
     }
 
+    /// Waits until no guest is inside a closed gate: the second half of a lockdown.
     #[cold]
-    fn lockdown_contended(&self, abort: &Abort) -> Result<(), Error> {
+    pub(crate) fn lockdown_contended(&self, abort: &Abort) -> Result<(), Error> {
         self.wait_until(Waiters::Drain, abort, &Gate::nothing_to_claim)
     }
 
@@ -348,10 +417,9 @@ impl Gate {
         let _ = self.closing_pass(AcqRel, |s| (!s.shut_down()).then(|| s.killed()));
     }
 
-    /// Blocks until the fortress is killed and no visit is running.
-    pub(crate) fn wait_done(&self) {
-        let done = self.wait_until(Waiters::Done, &Abort::never(), &Gate::nothing_to_claim);
-        debug_assert!(done.is_ok());
+    /// Blocks until the fortress is killed and no visit is running, or `abort` fires.
+    pub(crate) fn wait_done(&self, abort: &Abort) -> Result<(), Error> {
+        self.wait_until(Waiters::Done, abort, &Gate::nothing_to_claim)
     }
 
     /// One look at the state word for a waiter of `waiters` and `kind`: decide, and if
@@ -429,9 +497,9 @@ impl Gate {
             wait.registration = Some(abort.register(notifier));
         }
         loop {
-            let mut key = wait.task.map(|(_, key)| key);
+            let mut key = wait.task.map(|(_, _, key)| key);
             notifier.register_task(&mut key, cx.waker());
-            wait.task = key.map(|key| (&**notifier, key));
+            wait.task = key.map(|key| (self, waiters, key));
             match self.look(waiters, Kind::Task, abort, claim) {
                 Step::Done(result) => {
                     *wait = TaskWait::new();
@@ -454,6 +522,9 @@ impl Gate {
         cx: &mut Context<'_>,
     ) -> Poll<Result<Ticket, Error>> {
         if wait.is_new() {
+            if !crate::coop::proceed(cx) {
+                return Poll::Pending; // yield to the other tasks; then try again
+            }
             if let Some(ticket) = self.try_enter() {
                 return Poll::Ready(Ok(ticket));
             }
@@ -516,15 +587,18 @@ impl Gate {
         }
     }
 
+    /// Threads first (waking them runs no user code), then tasks, whose wakers run
+    /// isolated (see `user.rs`): a waker that panics wakes nobody less.
     #[cold]
     fn wake_contended(&self, wake: Wake) {
         for waiters in Waiters::ALL {
-            let notifier = self.notifier(waiters);
             if wake.wakes(waiters, Kind::Thread) {
-                notifier.wake_threads();
+                self.notifier(waiters).wake_threads();
             }
+        }
+        for waiters in Waiters::ALL {
             if wake.wakes(waiters, Kind::Task) {
-                notifier.wake_tasks();
+                self.notifier(waiters).wake_tasks();
             }
         }
     }
@@ -548,10 +622,26 @@ impl<'a> TaskWait<'a> {
 #[cfg(feature = "async")]
 impl Drop for TaskWait<'_> {
     fn drop(&mut self) {
-        if let Some((notifier, key)) = self.task.take() {
-            notifier.unregister_task(key);
+        if let Some((gate, waiters, key)) = self.task.take() {
+            // The last task of its group to stop waiting clears the group's task flag,
+            // so a wait that was cancelled costs later transitions nothing. Under the
+            // task set's lock: a task that waits from now on registers after this and
+            // so sets the flag again after this clears it.
+            gate.notifier(waiters).unregister_task(key, || {
+                // Relaxed: a flag publishes nothing (see `look`).
+                gate.state.fetch_and(!waiters.flag(Kind::Task), Relaxed);
+            });
         }
     }
+}
+
+/// A fresh scope for a scoped lockdown's close: nonzero, different from the last
+/// 65,534 handed out in this process.
+fn next_scope() -> u16 {
+    static SCOPES: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+    // Relaxed: only distinctness matters.
+    let n = SCOPES.fetch_add(1, Relaxed);
+    (n % u32::from(u16::MAX)) as u16 + 1
 }
 
 /// The guest count would overflow: like `Arc`, abort rather than corrupt the state.

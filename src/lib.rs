@@ -117,7 +117,7 @@
 //!   [`Error::Shutdown`] wins over [`Error::Aborted`]; and a call that did not need to
 //!   wait never answers [`Error::Aborted`], however long ago its token fired.
 //! * **Too many visits abort the process.** More visits at once than the state word
-//!   can count (2^55; only reachable by leaking visits with [`core::mem::forget`])
+//!   can count (2^39; only reachable by leaking visits with [`core::mem::forget`])
 //!   abort the process with a message, as [`Arc`](std::sync::Arc) does when its
 //!   reference count overflows. A forgotten visit stays open for good.
 //!
@@ -176,6 +176,31 @@
     doc = "`Guard::lockdown_async` and `Fortress::wait_async`."
 )]
 //!
+//! # Threads of the crate, and where your code runs
+//!
+//! The crate starts at most two threads, each once per process, on first use, living
+//! as long as the process and asleep while it has nothing to do:
+//!
+//! * the **timer** (`fortress-gate-timer`), started by the first wait on a token with a
+//!   deadline; it fires tokens whose deadline has passed;
+//! * the **source thread** (`fortress-gate-sources`), started by the first
+//!   [`Abort::from_future`]; it polls those futures.
+//!
+//! The crate calls code it does not control: task wakers (`wake`, `clone`, `drop`),
+//! the futures of [`Abort::from_future`], and a worker's `kill` and `wait` in
+//! [`occupy`]. It never calls them while it holds a lock of its own, and only once the
+//! state change that caused the call is complete, so a waker may re-enter any fortress
+//! or token. Wakers run on the thread whose operation wakes them (`unlock`, `kill`,
+//! `abort`, the visit that leaves last), on the timer or on the source thread;
+//! `from_future` sources run only on the source thread; `start`, `kill` and `wait` of
+//! an occupying worker run on the caller of [`occupy`] and [`Worker::wait`].
+//!
+//! A waker or source that panics hurts nobody else: the panic hook reports it, the
+//! panic goes no further (wakes often happen inside destructors, where a second panic
+//! would abort the process), every other waiter is still woken and the operation
+//! completes; a source that panics counts as completed. A waker whose `clone` panics
+//! while a future registers it makes that `poll` panic, with nothing registered.
+//!
 //! # Platforms
 //!
 //! The waits sleep in the operating system's futex or its equivalent, through the
@@ -209,8 +234,8 @@ compile_error!(
 );
 
 mod abort;
-mod abort_future;
-mod deadline;
+#[cfg(feature = "async")]
+mod coop;
 mod error;
 mod exclusive;
 mod fortress;
@@ -221,9 +246,10 @@ mod manifold;
 mod notify;
 mod occupy;
 mod shards;
-mod signal;
+mod slab;
 mod state;
 mod sync;
+mod user;
 mod visit;
 mod worker;
 
@@ -236,10 +262,12 @@ mod loom_deadline;
 mod loom_models;
 #[cfg(all(test, loom))]
 mod loom_sharded;
+#[cfg(all(test, shuttle, not(loom), feature = "async"))]
+mod shuttle_models;
 
 pub use abort::Abort;
 pub use error::{is_fortress_error, BoxError, Error};
-pub use exclusive::Exclusive;
+pub use exclusive::{Exclusive, OwnedExclusive};
 pub use fortress::{Fortress, Guard, Guest};
 pub use manifold::{manifold, Manifold};
 pub use occupy::{occupy, Occupied, OccupyError};
@@ -259,6 +287,17 @@ pub mod internals {
 
     /// How many deadlines the shared timer holds right now (for leak checks).
     pub fn timer_entries() -> usize {
-        crate::deadline::pending()
+        crate::abort::timer::pending()
+    }
+
+    /// The fortress's task sets, summed over its notifiers: `(entries, keys)`, the
+    /// wakers stored now and the most that were ever stored at once (for leak checks).
+    pub fn task_slots(fortress: &crate::Fortress) -> (usize, usize) {
+        fortress.gate.task_slots()
+    }
+
+    /// The token's links: `(waits, children)` registered with it right now.
+    pub fn links(abort: &crate::Abort) -> (usize, usize) {
+        abort.links()
     }
 }

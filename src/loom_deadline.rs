@@ -4,9 +4,10 @@
 //!
 //!     RUSTFLAGS="--cfg loom" cargo test --release --lib loom_
 
+use crate::abort::{source, timer};
 use crate::loom_models::{model, unlocked};
 use crate::sync::clock;
-use crate::{deadline, Abort, Error, Fortress};
+use crate::{Abort, Error, Fortress};
 use core::future::Future;
 use core::pin::Pin;
 use core::task::{Context, Poll, Waker};
@@ -29,7 +30,7 @@ fn a_deadline_that_passes_wakes_a_sleeping_lockdown() {
         let (guard, abort) = (fortress.guard(), Abort::after(TIMEOUT));
         let lockdown = thread::spawn(move || guard.lockdown(&abort));
         clock::advance(TIMEOUT);
-        deadline::fire_due();
+        timer::fire_due();
         assert_eq!(lockdown.join().unwrap(), Err(Error::Aborted));
         assert!(fortress.is_locked(), "an aborted lockdown still locks");
         drop(visit);
@@ -80,7 +81,8 @@ impl Future for Shot {
 }
 
 /// A `from_future` token whose future completes on another thread wakes a sleeping
-/// visit with `Aborted`.
+/// visit with `Aborted`: the wake that completes it is never lost, whether it comes
+/// before, during or after the source thread's poll.
 #[test]
 fn a_future_that_completes_on_another_thread_fires_its_token() {
     model(|| {
@@ -89,7 +91,12 @@ fn a_future_that_completes_on_another_thread_fires_its_token() {
         let abort = Abort::from_future(shot.clone());
         let guest = fortress.guest();
         let visitor = thread::spawn(move || guest.visit(|| (), &abort));
+        // The source is polled on the crate's source thread, which the model plays: a
+        // first poll, then the fire on another thread, then the poll that fire queued.
+        let source_thread = thread::spawn(source::run_queued);
         shot.fire();
+        source_thread.join().unwrap();
+        source::run_queued();
         assert_eq!(visitor.join().unwrap(), Err(Error::Aborted));
     });
 }

@@ -338,3 +338,38 @@ fn a_woken_guest_claiming_its_place_after_another_lockdown_sees_its_writes() {
         assert!(seen == 1 || seen == 2, "{seen}");
     });
 }
+
+/// The last opener goes while a guest waits at the closed gate: whichever of the two
+/// openers goes last kills the fortress, and the guest wakes with `Shutdown`.
+#[test]
+fn the_last_openers_drop_wakes_a_waiting_guest_with_shutdown() {
+    model(|| {
+        let fortress = Fortress::new();
+        let guest = fortress.guest();
+        let visitor = thread::spawn(move || guest.visit(|| (), Abort::NEVER));
+        let guard = fortress.guard();
+        let dropper = thread::spawn(move || drop(guard));
+        drop(fortress);
+        dropper.join().unwrap();
+        assert_eq!(visitor.join().unwrap(), Err(Error::Shutdown));
+    });
+}
+
+/// A guard unlocks and goes while the fortress handle goes too: the gate was open when
+/// the last opener went, so it stays open and the waiting guest gets in.
+#[test]
+fn the_last_opener_leaves_an_open_fortress_open() {
+    model(|| {
+        let fortress = Fortress::new();
+        let guest = fortress.guest();
+        let visitor = thread::spawn(move || guest.visit(|| 7, Abort::NEVER));
+        let guard = fortress.guard();
+        let opener = thread::spawn(move || {
+            guard.unlock().unwrap();
+            drop(guard);
+        });
+        drop(fortress);
+        opener.join().unwrap();
+        assert_eq!(visitor.join().unwrap(), Ok(7));
+    });
+}

@@ -127,3 +127,32 @@ fn sharded_two_guards_racing() {
         assert!(visitor.join().unwrap().unwrap() <= 1);
     });
 }
+
+/// Two guests pass through one slot while a lockdown closes it: whichever leaves last
+/// releases the slot's reference, and the guard must see what *both* visits did, the
+/// one that left first included (the release claim must acquire the earlier guest's
+/// exit). Needs three preemptions to reach the order in which the first guest leaves,
+/// the second leaves last and claims the release; CI must not lower this bound.
+#[test]
+fn two_guests_through_one_slot_vs_lockdown() {
+    model_bounded(3, || {
+        let fortress = Fortress::with_shards(1);
+        fortress.guard().unlock().unwrap();
+        let resource = Resource::new();
+        let visitors: Vec<_> = (0..2)
+            .map(|_| {
+                let (guest, r) = (fortress.guest(), resource.clone());
+                thread::spawn(move || guest.visit(|| r.read(), &Abort::never()))
+            })
+            .collect();
+        match fortress.guard().lockdown(&Abort::never()) {
+            Ok(()) => resource.write(1), // races with any visit still inside
+            Err(e) => panic!("lockdown failed: {e}"),
+        }
+        fortress.guard().unlock().unwrap();
+        for visitor in visitors {
+            assert!(visitor.join().unwrap().unwrap() <= 1);
+        }
+        assert_eq!(fortress.guests(), 0);
+    });
+}

@@ -19,7 +19,11 @@
 // Without the `async` feature no task ever waits, so the task set is never filled.
 #![cfg_attr(not(feature = "async"), allow(dead_code))]
 
+use crate::slab::Slab;
 use crate::sync::{lock, AtomicU32, Mutex, Ordering::Acquire, Ordering::Release};
+#[cfg(feature = "async")]
+use crate::user::drop_isolated;
+use crate::user::wake_each;
 use core::task::Waker;
 
 /// Threads and tasks waiting for one condition of one fortress.
@@ -27,18 +31,18 @@ pub(crate) struct Notifier {
     /// The futex word of sleeping threads: bumped by every wake-up.
     seq: AtomicU32,
     /// The wakers of pending tasks.
-    tasks: Mutex<Tasks>,
-    #[cfg(all(test, loom))]
-    stand_in: loom_futex::StandIn,
+    tasks: Mutex<Slab<TaskSlot>>,
+    #[cfg(all(test, any(loom, shuttle)))]
+    stand_in: model_futex::StandIn,
 }
 
 impl Notifier {
     pub(crate) fn new() -> Notifier {
         Notifier {
             seq: AtomicU32::new(0),
-            tasks: Mutex::new(Tasks::default()),
-            #[cfg(all(test, loom))]
-            stand_in: loom_futex::StandIn::new(),
+            tasks: Mutex::new(Slab::default()),
+            #[cfg(all(test, any(loom, shuttle)))]
+            stand_in: model_futex::StandIn::new(),
         }
     }
 
@@ -52,13 +56,13 @@ impl Notifier {
     }
 
     /// Sleeps while the counter still reads `seq`. May return spuriously.
-    #[cfg(not(all(test, loom)))]
+    #[cfg(not(all(test, any(loom, shuttle))))]
     #[inline]
     pub(crate) fn sleep(&self, seq: u32) {
         atomic_wait::wait(&self.seq, seq);
     }
 
-    #[cfg(all(test, loom))]
+    #[cfg(all(test, any(loom, shuttle)))]
     pub(crate) fn sleep(&self, seq: u32) {
         self.stand_in.wait(&self.seq, seq);
     }
@@ -69,43 +73,70 @@ impl Notifier {
         // Release: pairs with the Acquire in `seq`; publishes the state change that
         // the caller made before waking.
         self.seq.fetch_add(1, Release);
-        #[cfg(not(all(test, loom)))]
+        #[cfg(not(all(test, any(loom, shuttle))))]
         atomic_wait::wake_all(&self.seq);
-        #[cfg(all(test, loom))]
+        #[cfg(all(test, any(loom, shuttle)))]
         self.stand_in.wake_all();
     }
 
     #[cfg(feature = "async")]
     /// Stores a pending task's waker (or refreshes it) under `key`, before the task
-    /// re-checks the state.
+    /// re-checks the state. The waker is cloned before the lock is taken and the one it
+    /// replaces is dropped after the lock is released: no user code under our lock.
     pub(crate) fn register_task(&self, key: &mut Option<usize>, waker: &Waker) {
-        lock(&self.tasks).register(key, waker);
+        let waker = waker.clone();
+        let mut tasks = lock(&self.tasks);
+        let replaced = match *key {
+            Some(k) => tasks
+                .get_mut(k)
+                .map(|slot| core::mem::replace(slot, TaskSlot::Pending(waker))),
+            None => {
+                *key = Some(tasks.insert(TaskSlot::Pending(waker)));
+                None
+            }
+        };
+        drop(tasks);
+        if let Some(TaskSlot::Pending(old)) = replaced {
+            drop_isolated(old);
+        }
     }
 
     #[cfg(feature = "async")]
     /// Forgets a task's waker: the task stopped waiting (it finished or was dropped).
-    pub(crate) fn unregister_task(&self, key: usize) {
-        lock(&self.tasks).remove(key);
+    /// Removes exactly the entry under `key`; if no task is left, calls `last` under the
+    /// lock (it clears the group's task flag: crate code, no user code).
+    pub(crate) fn unregister_task(&self, key: usize, last: impl FnOnce()) {
+        let mut tasks = lock(&self.tasks);
+        let removed = tasks.remove(key);
+        if tasks.len() == 0 {
+            last();
+        }
+        drop(tasks);
+        debug_assert!(removed.is_some(), "a task unregistered twice");
+        if let Some(TaskSlot::Pending(waker)) = removed {
+            drop_isolated(waker);
+        }
     }
 
-    /// How many tasks have a waker stored (pending or woken): for the models' leak
-    /// checks.
-    #[cfg(all(test, loom))]
-    pub(crate) fn registered_tasks(&self) -> usize {
-        lock(&self.tasks)
-            .slots
-            .iter()
-            .filter(|slot| !matches!(slot, Slot::Free))
-            .count()
+    /// How many tasks have a waker stored (pending or woken), and how many keys the
+    /// task set has ever needed at once: for the leak checks.
+    #[cfg_attr(not(any(test, feature = "internals")), allow(dead_code))]
+    pub(crate) fn task_slots(&self) -> (usize, usize) {
+        let tasks = lock(&self.tasks);
+        (tasks.len(), tasks.capacity())
     }
 
-    /// Wakes every pending task. The wakers run after the lock is released.
+    /// Wakes every pending task. The wakers are taken out under the lock and run after
+    /// it is released, each isolated from the others.
     #[cold]
     pub(crate) fn wake_tasks(&self) {
-        let wakers = lock(&self.tasks).take_all();
-        for waker in wakers {
-            waker.wake();
+        let mut wakers = Vec::new();
+        for slot in lock(&self.tasks).iter_mut() {
+            if let TaskSlot::Pending(waker) = core::mem::replace(slot, TaskSlot::Woken) {
+                wakers.push(waker);
+            }
         }
+        wake_each(wakers);
     }
 
     /// Wakes every waiter of either kind: an abort token fired.
@@ -116,80 +147,34 @@ impl Notifier {
     }
 }
 
-/// The wakers of pending tasks, each under a key that the task's future keeps, so a
-/// dropped future removes exactly its own entry.
-#[derive(Default)]
-struct Tasks {
-    slots: Vec<Slot>,
-    /// Keys of `Slot::Free` entries, for reuse.
-    free: Vec<usize>,
-}
-
-enum Slot {
-    Free,
+/// An entry of the task set, under a key that the task's future keeps, so a dropped
+/// future removes exactly its own entry.
+enum TaskSlot {
     /// A task waiting to be woken.
     Pending(Waker),
     /// A task that was woken and has not polled again yet.
     Woken,
 }
 
-impl Tasks {
-    #[cfg(feature = "async")]
-    fn register(&mut self, key: &mut Option<usize>, waker: &Waker) {
-        match *key {
-            Some(k) => match &mut self.slots[k] {
-                Slot::Pending(old) if old.will_wake(waker) => {}
-                slot => *slot = Slot::Pending(waker.clone()),
-            },
-            None => {
-                let slot = Slot::Pending(waker.clone());
-                *key = Some(match self.free.pop() {
-                    Some(k) => {
-                        self.slots[k] = slot;
-                        k
-                    }
-                    None => {
-                        self.slots.push(slot);
-                        self.slots.len() - 1
-                    }
-                });
-            }
-        }
-    }
-
-    #[cfg(feature = "async")]
-    fn remove(&mut self, key: usize) {
-        debug_assert!(!matches!(self.slots[key], Slot::Free), "removed twice");
-        self.slots[key] = Slot::Free;
-        self.free.push(key);
-    }
-
-    fn take_all(&mut self) -> Vec<Waker> {
-        let mut wakers = Vec::new();
-        for slot in &mut self.slots {
-            if let Slot::Pending(_) = slot {
-                if let Slot::Pending(waker) = core::mem::replace(slot, Slot::Woken) {
-                    wakers.push(waker);
-                }
-            }
-        }
-        wakers
-    }
-}
-
-/// Under loom a futex is a mutex and a condvar that really block, so a lost wake-up
-/// shows as a deadlock that loom reports. Every other wait returns spuriously on
-/// purpose, since a real futex may, so callers' re-check loops run both ways.
-#[cfg(all(test, loom))]
-mod loom_futex {
+/// In a model build a futex is a mutex and a condvar that really block, so a lost
+/// wake-up shows as a deadlock that the checker reports. Some waits return spuriously
+/// on purpose, since a real futex may, so callers' re-check loops run both ways: under
+/// loom every other wait, under shuttle a random third of them (drawn from shuttle's
+/// random source, so a failing schedule replays with the same choices).
+#[cfg(all(test, any(loom, shuttle)))]
+mod model_futex {
     use crate::sync::{AtomicU32, Ordering::Relaxed};
+    #[cfg(loom)]
     use loom::sync::{Condvar, Mutex};
+    #[cfg(not(loom))]
+    use shuttle::sync::{Condvar, Mutex};
 
     pub(crate) struct StandIn {
         lock: Mutex<()>,
         cond: Condvar,
         // Not a loom atomic: it only picks which waits return early, deterministically
         // within one execution, and adds no branches for loom to explore.
+        #[cfg(loom)]
         waits: std::sync::atomic::AtomicU32,
     }
 
@@ -198,6 +183,7 @@ mod loom_futex {
             StandIn {
                 lock: Mutex::new(()),
                 cond: Condvar::new(),
+                #[cfg(loom)]
                 waits: std::sync::atomic::AtomicU32::new(0),
             }
         }
@@ -209,7 +195,7 @@ mod loom_futex {
             if word.load(Relaxed) != seq {
                 return;
             }
-            if self.waits.fetch_add(1, Relaxed) % 2 == 1 {
+            if self.spurious() {
                 return; // a spurious wake-up
             }
             drop(self.cond.wait(guard).unwrap());
@@ -218,6 +204,17 @@ mod loom_futex {
         pub(crate) fn wake_all(&self) {
             let _guard = self.lock.lock().unwrap();
             self.cond.notify_all();
+        }
+
+        #[cfg(loom)]
+        fn spurious(&self) -> bool {
+            self.waits.fetch_add(1, Relaxed) % 2 == 1
+        }
+
+        #[cfg(not(loom))]
+        fn spurious(&self) -> bool {
+            use shuttle::rand::RngCore;
+            shuttle::rand::thread_rng().next_u32() % 3 == 0
         }
     }
 }

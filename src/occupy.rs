@@ -19,8 +19,14 @@ use core::{fmt, ops::Deref};
 /// * If `start` succeeds, the visit stays open until the worker's
 ///   [`wait`](Worker::wait) has returned (through [`Occupied`]'s `wait`), or until the
 ///   [`Occupied`] is dropped. A lockdown meanwhile blocks until then.
-/// * If `abort` fired while `start` ran, the new worker is killed and waited for, the
-///   visit ends and the result is [`Error::Aborted`]: nobody else would own it.
+/// * If `abort` fires while `start` runs, the new worker is killed and waited for, the
+///   visit ends and the result is [`Error::Aborted`]: nobody else would own it. The
+///   token is read once the visit has begun: one that had fired by then cut no wait
+///   short, so, as for every call that need not wait, it does not count (`start` runs
+///   and the worker is returned).
+///
+/// `start` and the worker's `kill` and `wait` run on the caller's thread, under no lock
+/// of the crate's; ending the visit happens after any lock is released.
 ///
 /// The caller owns the worker's lifetime: until it is waited for or dropped, no
 /// lockdown of this fortress can complete.
@@ -56,8 +62,12 @@ where
     F: FnOnce() -> Result<W, E>,
 {
     let visit = guest.enter_owned(abort).map_err(OccupyError::Fortress)?;
+    // Read once the visit has begun: a token that had fired by then did not cut a wait
+    // short (the call did not wait, or its wait ended by the gate opening), so, as for
+    // any call that need not wait, it does not count.
+    let fired_before = abort.is_aborted();
     let worker = start().map_err(OccupyError::Start)?; // drops `visit` on error
-    if abort.is_aborted() {
+    if !fired_before && abort.is_aborted() {
         worker.kill();
         // The caller gets `Aborted`, which says why; the worker's own exit reason has
         // nowhere to go.
@@ -94,8 +104,10 @@ impl<W: Worker> Worker for Occupied<W> {
 
     fn wait(&self) -> Result<(), BoxError> {
         let result = self.worker.wait();
-        // The worker has completed: end the visit (once, whoever waits first).
-        drop(lock(&self.visit).take());
+        // The worker has completed: end the visit (once, whoever waits first), after
+        // the lock is released, since ending a visit may wake tasks (user code).
+        let visit = lock(&self.visit).take();
+        drop(visit);
         result
     }
 }

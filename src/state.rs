@@ -17,10 +17,20 @@
 //! | 5      | `DRAIN_TASKS`   | lockdown tasks may be pending, waiting for the last guest        |
 //! | 6      | `DONE_THREADS`  | `wait` threads may sleep, waiting for shutdown with no guest     |
 //! | 7      | `DONE_TASKS`    | `wait_async` tasks may be pending, waiting for the same          |
-//! | 8..=63 | guest count     | visits inside, plus guests that are about to back out            |
+//! | 8..=23 | scope           | the scoped lockdown whose own close shut the open gate, 0 if none |
+//! | 24..=63| guest count     | visits inside, plus guests that are about to back out            |
 //!
-//! The count sits above the flags, so adding or removing a guest never carries into or
-//! borrows from a flag: a decrement only follows its own increment, so the count never
+//! The scope lets a scoped lockdown (`Guard::exclusive` and its forms) that gives up
+//! reopen the gate it closed, unless another guard has acted since: its close, if it
+//! shut an open gate, writes a fresh nonzero scope; every other guard operation clears
+//! the field; the back-out reopens only if the field still holds its scope. A nonzero
+//! scope implies `LOCKED`, and the fast paths compare whole words with a zero scope, so
+//! they leave all of this to the slow paths. Scopes come from a counter that wraps
+//! after 65,535: only that many scoped closes, each after a reopening, while one scoped
+//! lockdown waits, could make it reopen under another's.
+//!
+//! The count sits above the flags and the scope, so adding or removing a guest never
+//! carries into or borrows from them: a decrement only follows its own increment, so the count never
 //! goes below zero, and the top bit of the count ([`OVERFLOW`]) is a guard that stops
 //! admissions long before a carry could leave the word.
 //!
@@ -70,13 +80,19 @@ pub const THREADS: u64 = GATE_THREADS | DRAIN_THREADS | DONE_THREADS;
 pub const TASKS: u64 = THREADS << 1;
 /// All waiter flags.
 pub const WAITERS: u64 = THREADS | TASKS;
-/// All flag bits; the guest count lives above them.
+/// All flag bits; the scope and the guest count live above them.
 pub const FLAGS: u64 = LOCKED | SHUTDOWN | WAITERS;
+/// The lowest bit of the scope field.
+pub const SCOPE_SHIFT: u32 = FLAGS.count_ones();
+/// How many bits the scope field has.
+pub const SCOPE_BITS: u32 = 16;
+/// The scope field: the scoped lockdown that shut the open gate, or 0.
+pub const SCOPE: u64 = ((1 << SCOPE_BITS) - 1) << SCOPE_SHIFT;
 /// The lowest bit of the guest count.
-pub const COUNT_SHIFT: u32 = FLAGS.count_ones();
+pub const COUNT_SHIFT: u32 = SCOPE_SHIFT + SCOPE_BITS;
 /// One guest, as added to the word.
 pub const ONE_GUEST: u64 = 1 << COUNT_SHIFT;
-/// The top bit of the count. A count that reaches it (2^55 guests) stops admissions:
+/// The top bit of the count. A count that reaches it (2^39 guests) stops admissions:
 /// the process aborts before the count could ever wrap.
 pub const OVERFLOW: u64 = 1 << (u64::BITS - 1);
 /// The most guests a fortress admits.
@@ -261,9 +277,17 @@ impl State {
 
     /// Leaving may have to wake drain or done sleepers: this was the last guest and
     /// one of their flags is set. Read on the value before the decrement.
+    #[cfg_attr(not(any(test, feature = "internals")), allow(dead_code))]
     #[inline]
     pub const fn last_out_wakes(self) -> bool {
-        self.guests() == 1 && self.0 & (Waiters::Drain.flags() | Waiters::Done.flags()) != 0
+        self.last_out_wakes_after(1)
+    }
+
+    /// As [`State::last_out_wakes`], for `n` guests (or slot references) leaving in one
+    /// read-modify-write.
+    #[inline]
+    pub const fn last_out_wakes_after(self, n: u64) -> bool {
+        self.guests() == n && self.0 & (Waiters::Drain.flags() | Waiters::Done.flags()) != 0
     }
 
     /// One more guest. The caller has checked [`State::overflowed`].
@@ -296,22 +320,50 @@ impl State {
         State(self.0 - n * ONE_GUEST)
     }
 
-    /// `lockdown`: close the gate.
+    /// `lockdown`: close the gate (and end any scope: a guard acted).
     #[inline]
     pub const fn locked_down(self) -> State {
-        State(self.0 | LOCKED).settled()
+        State(self.0 & !SCOPE | LOCKED).settled()
     }
 
-    /// `unlock`: open the gate.
+    /// A scoped lockdown's close: as [`State::locked_down`], and if it shuts an open
+    /// gate, it records `scope` (nonzero) so that it can back out later.
+    #[inline]
+    pub const fn locked_down_scoped(self, scope: u16) -> State {
+        debug_assert!(scope != 0);
+        if self.locked() {
+            return self.locked_down();
+        }
+        State(self.locked_down().0 | (scope as u64) << SCOPE_SHIFT)
+    }
+
+    /// The scope of the scoped lockdown that shut the open gate; 0 if none did, or
+    /// another guard operation came since.
+    #[inline]
+    pub const fn scope(self) -> u16 {
+        ((self.0 & SCOPE) >> SCOPE_SHIFT) as u16
+    }
+
+    /// The back-out of the scoped lockdown `scope`: reopen the gate if no other guard
+    /// operation came since its close (and the fortress is alive).
+    #[inline]
+    pub const fn backed_out(self, scope: u16) -> Option<State> {
+        if self.shut_down() || !self.locked() || self.scope() != scope {
+            return None;
+        }
+        Some(self.unlocked())
+    }
+
+    /// `unlock`: open the gate (and end any scope).
     #[inline]
     pub const fn unlocked(self) -> State {
-        State(self.0 & !LOCKED).settled()
+        State(self.0 & !(LOCKED | SCOPE)).settled()
     }
 
-    /// `kill`: shut down for good. The lock bit is left as it was.
+    /// `kill`: shut down for good (and end any scope). The lock bit is left as it was.
     #[inline]
     pub const fn killed(self) -> State {
-        State(self.0 | SHUTDOWN).settled()
+        State(self.0 & !SCOPE | SHUTDOWN).settled()
     }
 
     /// A waiter announces itself before it sleeps.
@@ -344,12 +396,15 @@ impl State {
 
 impl fmt::Debug for State {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("State")
+        let mut state = f.debug_struct("State");
+        state
             .field("locked", &self.locked())
             .field("shut_down", &self.shut_down())
-            .field("guests", &self.guests())
-            .field("waiters", &WaiterFlags(*self))
-            .finish()
+            .field("guests", &self.guests());
+        if self.scope() != 0 {
+            state.field("scope", &self.scope());
+        }
+        state.field("waiters", &WaiterFlags(*self)).finish()
     }
 }
 
@@ -382,9 +437,11 @@ mod tests {
     #[test]
     fn layout_is_derived_and_disjoint() {
         assert_eq!(FLAGS, 0b1111_1111);
-        assert_eq!(COUNT_SHIFT, 8);
-        assert_eq!(ONE_GUEST & FLAGS, 0);
-        assert_eq!(MAX_GUESTS, 1 << 55);
+        assert_eq!(SCOPE, 0xffff << 8);
+        assert_eq!(COUNT_SHIFT, 24);
+        assert_eq!(ONE_GUEST & (FLAGS | SCOPE), 0);
+        assert_eq!(SCOPE & FLAGS, 0);
+        assert_eq!(MAX_GUESTS, 1 << 39);
         assert_eq!(THREADS & TASKS, 0);
         for waiters in Waiters::ALL {
             assert_eq!(waiters.flag(Kind::Task), waiters.flag(Kind::Thread) << 1);
@@ -398,6 +455,30 @@ mod tests {
         assert_eq!(State::CLOSED.unlocked(), State::OPEN);
         assert!(State::OPEN.woken_by(State::CLOSED).is_empty());
         assert!(State::CLOSED.woken_by(State::OPEN).is_empty());
+    }
+
+    #[test]
+    fn a_scoped_close_backs_out_only_if_no_guard_acted_since() {
+        let open = State::OPEN.with_guest();
+        let mine = open.locked_down_scoped(7);
+        assert!(mine.locked() && mine.scope() == 7);
+        assert_eq!(mine.backed_out(7), Some(open), "nobody acted: reopen");
+        assert_eq!(mine.backed_out(8), None, "another scope's back-out");
+        // Any other guard operation since the close leaves the state to it.
+        assert_eq!(mine.locked_down().backed_out(7), None);
+        assert_eq!(mine.locked_down_scoped(9).backed_out(7), None);
+        assert_eq!(
+            mine.locked_down_scoped(9).backed_out(9),
+            None,
+            "closed already"
+        );
+        assert_eq!(mine.unlocked().backed_out(7), None);
+        assert_eq!(mine.unlocked().locked_down_scoped(9).backed_out(7), None);
+        assert_eq!(mine.killed().backed_out(7), None);
+        // A gate that was closed already is not this call's to reopen.
+        assert_eq!(State::CLOSED.locked_down_scoped(7).scope(), 0);
+        // The fast paths see no scope in their states.
+        assert_eq!(mine.without_guest().unlocked(), State::OPEN);
     }
 
     #[test]

@@ -1,20 +1,43 @@
 //! The one place that names the synchronisation primitives: std's in a normal build,
-//! loom's when the crate's unit tests run under `--cfg loom` (a crate that depends on
-//! this one and sets `--cfg loom` for its own models still gets std's). The futex
-//! stand-in lives with the notifier (`notify.rs`).
+//! loom's when the crate's unit tests run under `--cfg loom`, shuttle's when they run
+//! under `--cfg shuttle` (loom's if both are set). A crate that depends on this one
+//! and sets either cfg for its own tests still gets std's. The futex stand-in lives
+//! with the notifier (`notify.rs`).
 //!
-//! The rest of the crate is the same code under both cfgs.
+//! The rest of the crate is the same code under all three. A *model build* is either
+//! checker's: `cfg(all(test, any(loom, shuttle)))`. There no thread of the crate's runs
+//! in the background (the deadline timer and the source thread are played by the
+//! models), the clock is a model clock, and waits never spin.
 
-#[cfg(not(all(test, loom)))]
+#[cfg(not(all(test, any(loom, shuttle))))]
 pub(crate) use std::sync::{
-    atomic::{AtomicBool, AtomicU32, AtomicU64},
+    atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8},
     Arc, Mutex,
 };
 
 #[cfg(all(test, loom))]
 pub(crate) use loom::sync::{
-    atomic::{AtomicBool, AtomicU32, AtomicU64},
+    atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8},
     Arc, Mutex,
+};
+
+#[cfg(all(test, shuttle, not(loom)))]
+pub(crate) use shuttle::sync::{
+    atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8},
+    Arc, Mutex,
+};
+
+/// The model checker's statics (`lazy_static!` syntax, one value per execution) and
+/// thread locals (one value per model thread or task).
+#[cfg(all(test, loom))]
+pub(crate) use loom::{
+    lazy_static as model_static, sync::atomic::AtomicUsize as ModelAtomicUsize,
+    thread_local as model_thread_local,
+};
+#[cfg(all(test, shuttle, not(loom)))]
+pub(crate) use shuttle::{
+    lazy_static as model_static, sync::atomic::AtomicUsize as ModelAtomicUsize,
+    thread_local as model_thread_local,
 };
 
 pub(crate) use core::sync::atomic::Ordering;
@@ -24,10 +47,10 @@ pub(crate) use std::time::Instant;
 /// thread uses. Handed out round-robin at a thread's first visit; no system call.
 #[inline]
 pub(crate) fn shard_hint() -> usize {
-    #[cfg(not(all(test, loom)))]
+    #[cfg(not(all(test, any(loom, shuttle))))]
     std::thread_local!(static HINT: core::cell::Cell<usize> = const { core::cell::Cell::new(usize::MAX) });
-    #[cfg(all(test, loom))]
-    loom::thread_local!(static HINT: core::cell::Cell<usize> = core::cell::Cell::new(usize::MAX));
+    #[cfg(all(test, any(loom, shuttle)))]
+    model_thread_local!(static HINT: core::cell::Cell<usize> = core::cell::Cell::new(usize::MAX));
     HINT.with(|hint| {
         if hint.get() == usize::MAX {
             hint.set(next_hint());
@@ -38,33 +61,33 @@ pub(crate) fn shard_hint() -> usize {
 
 #[cold]
 fn next_hint() -> usize {
-    #[cfg(not(all(test, loom)))]
+    #[cfg(not(all(test, any(loom, shuttle))))]
     static NEXT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
-    #[cfg(all(test, loom))]
-    loom::lazy_static! {
-        static ref NEXT: loom::sync::atomic::AtomicUsize = loom::sync::atomic::AtomicUsize::new(0);
+    #[cfg(all(test, any(loom, shuttle)))]
+    model_static! {
+        static ref NEXT: ModelAtomicUsize = ModelAtomicUsize::new(0);
     }
     // Relaxed: only spreads threads over slots; any value is correct.
     NEXT.fetch_add(1, Ordering::Relaxed) & (usize::MAX >> 1)
 }
 
-/// The clock that deadlines are read from. Under loom it is a model clock that only
-/// moves when a model calls `clock::advance`, so a model can pass a deadline.
-#[cfg(not(all(test, loom)))]
+/// The clock that deadlines are read from. In a model build it is a model clock that
+/// only moves when a model calls `clock::advance`, so a model can pass a deadline.
+#[cfg(not(all(test, any(loom, shuttle))))]
 #[inline]
 pub(crate) fn now() -> Instant {
     Instant::now()
 }
 
-#[cfg(all(test, loom))]
+#[cfg(all(test, any(loom, shuttle)))]
 pub(crate) use clock::now;
 
-#[cfg(all(test, loom))]
+#[cfg(all(test, any(loom, shuttle)))]
 pub(crate) mod clock {
     use super::{AtomicU64, Instant, Ordering::SeqCst};
     use std::time::Duration;
 
-    loom::lazy_static! {
+    super::model_static! {
         /// Nanoseconds the model clock has moved in this execution.
         static ref ELAPSED: AtomicU64 = AtomicU64::new(0);
     }
@@ -94,26 +117,26 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> impl core::ops::DerefMut<Target = T> 
 }
 
 /// A short, bounded spin before sleeping: a visit or a lockdown that ends within a few
-/// microseconds is caught without a system call. Under loom it never spins.
+/// microseconds is caught without a system call. In a model build it never spins.
 pub(crate) struct Spin {
-    #[cfg(not(all(test, loom)))]
+    #[cfg(not(all(test, any(loom, shuttle))))]
     backoff: crossbeam_utils::Backoff,
-    #[cfg(not(all(test, loom)))]
+    #[cfg(not(all(test, any(loom, shuttle))))]
     rounds: u32,
 }
 
 impl Spin {
     pub(crate) fn new() -> Spin {
         Spin {
-            #[cfg(not(all(test, loom)))]
+            #[cfg(not(all(test, any(loom, shuttle))))]
             backoff: crossbeam_utils::Backoff::new(),
-            #[cfg(not(all(test, loom)))]
+            #[cfg(not(all(test, any(loom, shuttle))))]
             rounds: 0,
         }
     }
 
     /// Spins a little longer each time; `false` once the budget is spent.
-    #[cfg(not(all(test, loom)))]
+    #[cfg(not(all(test, any(loom, shuttle))))]
     #[inline]
     pub(crate) fn spin(&mut self) -> bool {
         // `Backoff::spin` doubles its busy-wait up to 64 pause instructions, so seven
@@ -127,7 +150,7 @@ impl Spin {
         true
     }
 
-    #[cfg(all(test, loom))]
+    #[cfg(all(test, any(loom, shuttle)))]
     #[inline]
     pub(crate) fn spin(&mut self) -> bool {
         false

@@ -70,23 +70,42 @@ fn unlocks_when_the_exclusive_phase_panics() {
 }
 
 #[test]
-fn aborted_exclusive_keeps_the_gate_closed() {
+fn an_aborted_exclusive_backs_out_and_reopens_the_gate_it_shut() {
     let fortress = unlocked();
     let guard = fortress.guard();
     let guest = fortress.guest();
     let inside = guest.enter(&Abort::never()).unwrap();
     assert_eq!(guard.exclusive(&fired()).map(drop), Err(Error::Aborted));
-    assert!(fortress.is_locked(), "an aborted exclusive still locks");
-    assert!(inside.lockdown_pending());
-    assert!(guest.try_enter().is_none(), "no new visit");
-    assert_eq!(fortress.guests(), 1, "the visit inside goes on");
+    assert!(!fortress.is_locked(), "its own close is withdrawn");
+    assert!(!inside.lockdown_pending());
+    assert_eq!(
+        guest.visit(|| 1, &fired()),
+        Ok(1),
+        "new visits go in at once"
+    );
     drop(inside);
+    assert_eq!(fortress.guests(), 0);
+}
+
+#[test]
+fn an_aborted_exclusive_on_a_closed_gate_leaves_it_closed() {
+    let fortress = unlocked();
+    let guard = fortress.guard();
+    let guest = fortress.guest();
+    let inside = guest.enter(&Abort::never()).unwrap();
+    assert_eq!(
+        guard.lockdown(&fired()),
+        Err(Error::Aborted),
+        "closes the gate"
+    );
+    assert_eq!(guard.exclusive(&fired()).map(drop), Err(Error::Aborted));
     assert!(
         fortress.is_locked(),
-        "no Exclusive was returned, so nothing unlocks"
+        "the gate was closed before: it stays so"
     );
+    assert!(guest.try_enter().is_none());
+    drop(inside);
     guard.unlock().unwrap();
-    assert_eq!(guest.visit(|| 1, &fired()), Ok(1), "unlock reopens it");
 }
 
 #[test]

@@ -6,10 +6,14 @@
 //! (a deadline on a call that never waits costs nothing), and leaves it when the
 //! token is dropped, so tokens dropped before their deadline leave nothing behind.
 //!
-//! Under loom there is no thread: a model moves the clock (`sync::clock::advance`)
-//! and calls [`fire_due`] itself.
+//! Firing a signal wakes task wakers, which are user code: each runs isolated (see
+//! `user.rs`), after the timer's lock is released, so a waker that panics or re-enters
+//! the timer hurts no other deadline, and the thread never dies.
+//!
+//! In a model build (loom or shuttle) there is no thread: a model moves the clock
+//! (`sync::clock::advance`) and calls [`fire_due`] itself.
 
-use crate::signal::Signal;
+use super::signal::Signal;
 use crate::sync::{lock, now, Arc, Instant, Mutex};
 use std::collections::BTreeMap;
 
@@ -22,7 +26,7 @@ struct Entries {
 
 pub(crate) struct Timer {
     entries: Mutex<Entries>,
-    #[cfg(not(all(test, loom)))]
+    #[cfg(not(all(test, any(loom, shuttle))))]
     changed: std::sync::Condvar,
 }
 
@@ -30,7 +34,7 @@ pub(crate) struct Timer {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Key(Instant, u64);
 
-#[cfg(not(all(test, loom)))]
+#[cfg(not(all(test, any(loom, shuttle))))]
 fn timer() -> &'static Timer {
     static TIMER: std::sync::OnceLock<&'static Timer> = std::sync::OnceLock::new();
     TIMER.get_or_init(|| {
@@ -40,15 +44,19 @@ fn timer() -> &'static Timer {
         }));
         std::thread::Builder::new()
             .name("fortress-gate-timer".into())
-            .spawn(move || timer.run())
+            .spawn(move || loop {
+                // `run` only returns by a panic, which `isolated` already prevents
+                // inside it; this loop keeps the thread alive even so.
+                crate::user::isolated(|| timer.run());
+            })
             .expect("fortress-gate: could not start the deadline timer thread");
         timer
     })
 }
 
-#[cfg(all(test, loom))]
+#[cfg(all(test, any(loom, shuttle)))]
 fn timer() -> &'static Timer {
-    loom::lazy_static! {
+    crate::sync::model_static! {
         static ref TIMER: Timer = Timer { entries: Mutex::new(Entries::default()) };
     }
     &TIMER
@@ -79,7 +87,7 @@ pub(crate) fn disarm(key: Key) {
 }
 
 /// Fires every entry that is due now (the models' stand-in for the timer thread).
-#[cfg(all(test, loom))]
+#[cfg(all(test, any(loom, shuttle)))]
 pub(crate) fn fire_due() {
     timer().fire_due(now())
 }
@@ -101,17 +109,17 @@ impl Timer {
         }
     }
 
-    #[cfg(not(all(test, loom)))]
+    #[cfg(not(all(test, any(loom, shuttle))))]
     fn wake(&self) {
         self.changed.notify_one();
     }
 
-    #[cfg(all(test, loom))]
+    #[cfg(all(test, any(loom, shuttle)))]
     fn wake(&self) {}
 
     /// The timer thread: fire what is due, then sleep until the next entry is due or
     /// an earlier one arrives.
-    #[cfg(not(all(test, loom)))]
+    #[cfg(not(all(test, any(loom, shuttle))))]
     fn run(&self) {
         loop {
             self.fire_due(now());

@@ -1,0 +1,39 @@
+//! Calls into code the crate does not control: task wakers, the sources of
+//! `Abort::from_future`, their destructors.
+//!
+//! The crate calls user code only after it has released every lock of its own and
+//! finished the state change that caused the call, and it calls each piece of user code
+//! through [`isolated`], so a panic there stops nothing else: the other wakers are still
+//! woken, and the panic does not continue into the crate's caller (often a destructor,
+//! where a second panic would abort the process). The panic hook has already reported
+//! the panic when [`isolated`] sees it.
+
+use core::panic::AssertUnwindSafe;
+use core::task::Waker;
+
+/// Runs `f`; `None` if it panicked. The panic's payload is leaked rather than dropped:
+/// a payload whose destructor panics must not escape either.
+#[inline]
+pub(crate) fn isolated<R>(f: impl FnOnce() -> R) -> Option<R> {
+    // AssertUnwindSafe: the crate's own state is complete before any user code runs,
+    // so nothing of ours is observed half-changed after a caught panic.
+    match std::panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(out) => Some(out),
+        Err(payload) => {
+            core::mem::forget(payload);
+            None
+        }
+    }
+}
+
+/// Wakes each waker, each call isolated from the others.
+pub(crate) fn wake_each(wakers: impl IntoIterator<Item = Waker>) {
+    for waker in wakers {
+        isolated(|| waker.wake());
+    }
+}
+
+/// Drops a value whose destructor is user code (a waker, a source future), isolated.
+pub(crate) fn drop_isolated<T>(value: T) {
+    isolated(move || drop(value));
+}
