@@ -13,6 +13,7 @@ use core::task::Context;
 
 /// Entries that may be ready at once in a row on one thread, before one yields. As
 /// tokio's own budget per task poll.
+#[cfg_attr(all(test, any(loom, shuttle)), allow(dead_code))]
 pub(crate) const BUDGET: u32 = 128;
 
 /// Whether an entry that could be ready at once may be: `false` (after waking the task)

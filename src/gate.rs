@@ -426,14 +426,9 @@ impl Gate {
     /// it must wait, make sure its flag is set. Precedence: whatever the state decides
     /// comes first, so an abort only cuts short a call that would really wait.
     fn look<T>(&self, waiters: Waiters, kind: Kind, abort: &Abort, claim: Claim<'_, T>) -> Step<T> {
-        // Acquire: pairs with the Release of `leave`, `unlock` and `kill`, so a
-        // lockdown that returns here sees every visit's effects.
-        let s = State(self.state.load(Acquire));
-        match s.decide(waiters) {
-            Decision::Proceed => return claim(self, s),
-            Decision::Shutdown => return Step::Done(Err(Error::Shutdown)),
-            Decision::Wait if abort.is_aborted() => return Step::Done(Err(Error::Aborted)),
-            Decision::Wait => {}
+        let (s, step) = self.peek(waiters, abort, claim);
+        if !matches!(step, Step::Sleep) {
+            return step;
         }
         if !s.has(waiters, kind) {
             // Relaxed: setting the flag publishes nothing; the waker reads it with its
@@ -448,6 +443,22 @@ impl Gate {
             }
         }
         Step::Sleep
+    }
+
+    /// A look that changes nothing when it must wait (`Step::Sleep`): whatever the
+    /// state decides comes first, so an abort only cuts short a call that would
+    /// really wait.
+    fn peek<T>(&self, waiters: Waiters, abort: &Abort, claim: Claim<'_, T>) -> (State, Step<T>) {
+        // Acquire: pairs with the Release of `leave`, `unlock` and `kill`, so a
+        // lockdown that returns here sees every visit's effects.
+        let s = State(self.state.load(Acquire));
+        let step = match s.decide(waiters) {
+            Decision::Proceed => claim(self, s),
+            Decision::Shutdown => Step::Done(Err(Error::Shutdown)),
+            Decision::Wait if abort.is_aborted() => Step::Done(Err(Error::Aborted)),
+            Decision::Wait => Step::Sleep,
+        };
+        (s, step)
     }
 
     /// The sleeping loop of threads: a short spin, then futex sleeps on the notifier.
@@ -495,6 +506,14 @@ impl Gate {
         let notifier = self.notifier(waiters);
         if wait.registration.is_none() {
             wait.registration = Some(abort.register(notifier));
+        }
+        if wait.task.is_some() {
+            // Polled again, most often because it was woken: look before storing the
+            // waker again, so a task that can go on pays for no lock and no clone.
+            if let (_, Step::Done(result)) = self.peek(waiters, abort, claim) {
+                *wait = TaskWait::new();
+                return Poll::Ready(result);
+            }
         }
         loop {
             let mut key = wait.task.map(|(_, _, key)| key);

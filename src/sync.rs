@@ -43,8 +43,9 @@ pub(crate) use shuttle::{
 pub(crate) use core::sync::atomic::Ordering;
 pub(crate) use std::time::Instant;
 
-/// A small number that differs between threads: which slot of a sharded fortress this
-/// thread uses. Handed out round-robin at a thread's first visit; no system call.
+/// A 32-bit number that differs between threads: which slot of a sharded fortress this
+/// thread uses (`Shards::ticket`). Handed out at a thread's first visit, consecutive
+/// threads spread evenly over the range; no system call.
 #[inline]
 pub(crate) fn shard_hint() -> usize {
     #[cfg(not(all(test, any(loom, shuttle))))]
@@ -68,7 +69,10 @@ fn next_hint() -> usize {
         static ref NEXT: ModelAtomicUsize = ModelAtomicUsize::new(0);
     }
     // Relaxed: only spreads threads over slots; any value is correct.
-    NEXT.fetch_add(1, Ordering::Relaxed) & (usize::MAX >> 1)
+    let n = NEXT.fetch_add(1, Ordering::Relaxed) as u32;
+    // Spread over 32 bits (Fibonacci hashing), so `Shards::ticket` maps any slot count
+    // with a multiply and a shift: consecutive threads land far apart.
+    n.wrapping_mul(0x9E37_79B9) as usize
 }
 
 /// The clock that deadlines are read from. In a model build it is a model clock that
