@@ -126,11 +126,15 @@ fn main() {
             Arc::new(fortress)
         }),
         ("std RwLock", || Arc::new(std::sync::RwLock::new(()))),
-        ("parking_lot RwLock", || Arc::new(parking_lot::RwLock::new(()))),
+        ("parking_lot RwLock", || {
+            Arc::new(parking_lot::RwLock::new(()))
+        }),
     ];
     let mut table: Vec<Vec<Outcome>> = variants.iter().map(|_| Vec::new()).collect();
     for run_no in 1..=runs {
-        println!("run {run_no}: a guard cycling with {EXCLUSIVE:?} exclusive phases, one guest visiting");
+        println!(
+            "run {run_no}: a guard cycling with {EXCLUSIVE:?} exclusive phases, one guest visiting"
+        );
         println!(
             "  {:<20} {:>12} {:>14} {:>12} {:>12} {:>14}",
             "variant", "visits/s", "waited visits/s", "p99 wait", "worst wait", "guard cycles/s"
