@@ -255,10 +255,10 @@ impl Guard {
     #[must_use = "futures do nothing unless awaited"]
     // Not an `async fn`: the signature promises `Send`.
     #[allow(clippy::manual_async_fn)]
-    pub fn exclusive_async<'a>(
-        &'a self,
+    pub fn exclusive_async<'g: 'a, 'a>(
+        &'g self,
         abort: &'a Abort,
-    ) -> impl Future<Output = Result<Exclusive<'a>, Error>> + Send + 'a {
+    ) -> impl Future<Output = Result<Exclusive<'g>, Error>> + Send + 'a {
         async move {
             Lockdown::new(&self.gate, abort, true).await?;
             Ok(Exclusive { guard: self })

@@ -31,19 +31,26 @@ use crossbeam_utils::CachePadded;
 
 /// The shared core of a fortress; `Fortress`, `Guard` and `Guest` are `Arc`s of it.
 pub(crate) struct Gate {
-    /// The state word; its layout is in `state.rs`. Padded so that the guests'
-    /// read-modify-writes do not share a cache line with anything else.
-    state: CachePadded<AtomicU64>,
+    /// What every fast path touches, on a cache line of its own.
+    hot: CachePadded<Hot>,
     /// One notifier per group of waiters, in `Waiters::ALL` order. Each is an `Arc` of
     /// its own because an abort token holds on to the notifiers it must wake.
     notifiers: [Arc<Notifier>; 3],
-    /// The guest slots of a sharded fortress (`shards.rs`); `None` for the single word.
-    /// In a sharded fortress the state word's count holds the slots' references, not
-    /// guests.
-    shards: Option<Shards>,
     /// How many `Fortress` and `Guard` handles exist: values through which `unlock`
     /// can still be called (see `fortress.rs`).
     openers: AtomicU64,
+}
+
+/// The state word, and what the fast paths branch on beside it: one cache line, which
+/// the guests' read-modify-writes own, so the single word's branch on `shards` costs
+/// no second line. Padded so that nothing else shares it.
+struct Hot {
+    /// The state word; its layout is in `state.rs`.
+    state: AtomicU64,
+    /// The guest slots of a sharded fortress (`shards.rs`); `None` for the single word.
+    /// In a sharded fortress the state word's count holds the slots' references, not
+    /// guests. Never changes.
+    shards: Option<Shards>,
 }
 
 /// What a waiter's look at the state word decided.
@@ -74,9 +81,11 @@ impl Gate {
     /// A new, locked gate: one state word, or that and `shards` guest slots.
     pub(crate) fn new(shards: Option<usize>) -> Gate {
         Gate {
-            state: CachePadded::new(AtomicU64::new(State::NEW.0)),
+            hot: CachePadded::new(Hot {
+                state: AtomicU64::new(State::NEW.0),
+                shards: shards.map(Shards::new),
+            }),
             notifiers: [(); 3].map(|()| Arc::new(Notifier::new())),
-            shards: shards.map(Shards::new),
             openers: AtomicU64::new(0),
         }
     }
@@ -99,8 +108,8 @@ impl Gate {
 
     /// The state word; in a sharded fortress with the guests summed over the slots.
     pub(crate) fn snapshot(&self) -> State {
-        let s = State(self.state.load(Relaxed));
-        match &self.shards {
+        let s = State(self.hot.state.load(Relaxed));
+        match &self.hot.shards {
             None => s,
             Some(shards) => State(s.0 & (ONE_GUEST - 1) | shards.guests() << COUNT_SHIFT),
         }
@@ -109,12 +118,12 @@ impl Gate {
     /// Whether the gate is closed: one relaxed load of the state word.
     #[inline]
     pub(crate) fn locked(&self) -> bool {
-        State(self.state.load(Relaxed)).locked()
+        State(self.hot.state.load(Relaxed)).locked()
     }
 
     /// The number of guest slots; 0 for the single word.
     pub(crate) fn shard_count(&self) -> usize {
-        self.shards.as_ref().map_or(0, Shards::len)
+        self.hot.shards.as_ref().map_or(0, Shards::len)
     }
 
     /// The task sets' entries and keys, summed over the notifiers: for leak checks.
@@ -135,10 +144,10 @@ impl Gate {
     /// give up).
     #[inline]
     pub(crate) fn try_enter(&self) -> Option<Ticket> {
-        let Some(shards) = &self.shards else {
+        let Some(shards) = &self.hot.shards else {
             // Acquire: pairs with the Release in `unlock`, so whatever the guard wrote
             // while the fortress was locked is visible inside the visit.
-            let old = State(self.state.fetch_add(ONE_GUEST, Acquire));
+            let old = State(self.hot.state.fetch_add(ONE_GUEST, Acquire));
             if old.admits() {
                 return Some(0);
             }
@@ -184,7 +193,7 @@ impl Gate {
     /// reopened before the state word said "open", so a refusal means a new lockdown
     /// has closed it since, and the next look finds the gate closed.
     fn claim_place(&self, s: State) -> Step<Ticket> {
-        if self.shards.is_some() {
+        if self.hot.shards.is_some() {
             return match self.try_enter() {
                 Some(ticket) => Step::Done(Ok(ticket)),
                 None => Step::Retry,
@@ -197,6 +206,7 @@ impl Gate {
         // opened the gate, or from a later guest's read-modify-write, which continues
         // that unlock's release sequence.
         match self
+            .hot
             .state
             .compare_exchange_weak(s.0, s.with_guest().0, Acquire, Relaxed)
         {
@@ -208,7 +218,7 @@ impl Gate {
     /// Ends the visit that entered with `ticket`.
     #[inline]
     pub(crate) fn leave(&self, ticket: Ticket) {
-        match &self.shards {
+        match &self.hot.shards {
             None => self.leave_word(),
             Some(shards) => {
                 if shards.leave(ticket) {
@@ -238,7 +248,7 @@ impl Gate {
     fn leave_word_by(&self, n: u64) {
         // Release: pairs with the Acquire in `lockdown` and `wait`, so everything the
         // visit did happens before the guard's exclusive phase.
-        let old = State(self.state.fetch_sub(n * ONE_GUEST, Release));
+        let old = State(self.hot.state.fetch_sub(n * ONE_GUEST, Release));
         debug_assert!(old.guests() >= n, "a visit ended twice: {old:?}");
         if old.last_out_wakes_after(n) {
             self.leave_contended();
@@ -269,8 +279,9 @@ impl Gate {
         // sharded fortress always takes the slow path: its slots must reopen too).
         // Release: pairs with the Acquire in `try_enter` and `claim_place`; the guard's
         // writes during its exclusive phase happen before every visit it now admits.
-        let fast = self.shards.is_none()
+        let fast = self.hot.shards.is_none()
             && self
+                .hot
                 .state
                 .compare_exchange(State::CLOSED.0, State::OPEN.0, Release, Relaxed)
                 .is_ok();
@@ -300,13 +311,13 @@ impl Gate {
     /// fortress, reopens the slots first. `Err` with the state `open` declined.
     fn reopen(&self, open: impl Fn(State) -> Option<State>) -> Result<(), State> {
         let mut references = 0;
-        let pass = match &self.shards {
+        let pass = match &self.hot.shards {
             None => None,
             Some(shards) => {
                 let pass = shards.pass();
                 // Under the pass no other guard operation can slip in (they all take
                 // it), so what `open` decides now holds for the update below.
-                let s = State(self.state.load(Relaxed));
+                let s = State(self.hot.state.load(Relaxed));
                 open(s).ok_or(s)?;
                 references = shards.reopen();
                 Some(pass)
@@ -330,8 +341,9 @@ impl Gate {
         // sharded fortress always takes the slow path: its slots must close too).
         // Acquire: pairs with the Release in `leave`; every visit that ended happens
         // before the guard's exclusive phase.
-        let fast = self.shards.is_none()
+        let fast = self.hot.shards.is_none()
             && self
+                .hot
                 .state
                 .compare_exchange(State::OPEN.0, State::CLOSED.0, Acquire, Relaxed)
                 .is_ok();
@@ -372,7 +384,7 @@ impl Gate {
         order: Ordering,
         mut close: impl FnMut(State) -> Option<State>,
     ) -> Result<bool, State> {
-        let Some(shards) = &self.shards else {
+        let Some(shards) = &self.hot.shards else {
             let (old, new) = self.update(order, close)?;
             self.wake(old.woken_by(new));
             return Ok(new.guests() == 0);
@@ -435,6 +447,7 @@ impl Gate {
             // own read-modify-write, which always sees the latest value.
             let flagged = s.with_waiter(waiters, kind);
             if self
+                .hot
                 .state
                 .compare_exchange(s.0, flagged.0, Relaxed, Relaxed)
                 .is_err()
@@ -451,7 +464,7 @@ impl Gate {
     fn peek<T>(&self, waiters: Waiters, abort: &Abort, claim: Claim<'_, T>) -> (State, Step<T>) {
         // Acquire: pairs with the Release of `leave`, `unlock` and `kill`, so a
         // lockdown that returns here sees every visit's effects.
-        let s = State(self.state.load(Acquire));
+        let s = State(self.hot.state.load(Acquire));
         let step = match s.decide(waiters) {
             Decision::Proceed => claim(self, s),
             Decision::Shutdown => Step::Done(Err(Error::Shutdown)),
@@ -471,7 +484,7 @@ impl Gate {
         // A short spin first: most visits and most lockdowns are brief.
         let mut spin = Spin::new();
         loop {
-            let s = State(self.state.load(Relaxed));
+            let s = State(self.hot.state.load(Relaxed));
             match s.decide(waiters) {
                 Decision::Wait if abort.is_aborted() => break,
                 Decision::Wait if spin.spin() => continue,
@@ -582,10 +595,11 @@ impl Gate {
         success: Ordering,
         mut f: impl FnMut(State) -> Option<State>,
     ) -> Result<(State, State), State> {
-        let mut current = State(self.state.load(Relaxed));
+        let mut current = State(self.hot.state.load(Relaxed));
         loop {
             let new = f(current).ok_or(current)?;
             match self
+                .hot
                 .state
                 .compare_exchange_weak(current.0, new.0, success, Relaxed)
             {
@@ -648,7 +662,7 @@ impl Drop for TaskWait<'_> {
             // so sets the flag again after this clears it.
             gate.notifier(waiters).unregister_task(key, || {
                 // Relaxed: a flag publishes nothing (see `look`).
-                gate.state.fetch_and(!waiters.flag(Kind::Task), Relaxed);
+                gate.hot.state.fetch_and(!waiters.flag(Kind::Task), Relaxed);
             });
         }
     }

@@ -274,6 +274,10 @@ pub use occupy::{occupy, Occupied, OccupyError};
 pub use visit::{OwnedVisit, Visit};
 pub use worker::Worker;
 
+// The user guide: documentation only, no code.
+#[doc = include_str!("guide.md")]
+pub mod guide {}
+
 /// The pure state-word type, for the fuzz targets and model tests. Not a stable API.
 #[cfg(feature = "internals")]
 #[doc(hidden)]
