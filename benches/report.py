@@ -43,24 +43,27 @@ w = {f"{a}/{b}": row(f"wakeup/{a}/{b}", f"wakeup/{a}/{b}") for a in
      ["unlock_to_visit", "leave_to_lockdown"] for b in ["fortress", "condvar"]}
 au = {k: row(f"async_uncontended/{k}", f"async_uncontended/{k}") for k in
       ["fortress_enter_drop", "tokio_rwlock_read", "async_lock_read"]}
+at = {k: row(f"async_in_tokio/{k}", f"async_in_tokio/{k}") for k in
+      ["fortress_enter_drop", "tokio_rwlock_read"]}
 aw = {k: row(f"async_wakeup/unlock_to_task/{k}", f"async_wakeup/unlock_to_task/{k}") for k in
       ["fortress", "tokio_rwlock"]}
 
 checks = [
-    ("visit / atomic pair", ratio(u["fortress_visit"], u["atomic_pair"]), 1.10),
+    ("visit / atomic pair", ratio(u["fortress_visit"], u["atomic_pair"]), 1.05),
     ("visit / std RwLock read", ratio(u["fortress_visit"], u["std_rwlock_read"]), 0.90),
     ("visit / parking_lot read", ratio(u["fortress_visit"], u["parking_lot_read"]), 0.90),
     ("enter+drop / atomic pair", ratio(u["fortress_enter_drop"], u["atomic_pair"]), 1.10),
     ("visit / Mutex+Condvar visit", ratio(u["fortress_visit"], u["condvar_fortress_visit"]), None),
-    ("lockdown+unlock / std write+drop", ratio(l["fortress_lockdown_unlock"], l["std_rwlock_write"]), 1.20),
+    ("lockdown+unlock / std write+drop", ratio(l["fortress_lockdown_unlock"], l["std_rwlock_write"]), 1.10),
     ("lockdown+unlock / parking_lot write+drop", ratio(l["fortress_lockdown_unlock"], l["parking_lot_write"]), None),
     ("contended visit / contended std read", ratio(c["fortress_visit"], c["std_rwlock_read"]), 1.00),
     ("contended visit / contended parking_lot read", ratio(c["fortress_visit"], c["parking_lot_read"]), None),
     ("contended visit / contended atomic pair", ratio(c["fortress_visit"], c["atomic_pair"]), None),
     ("wake-up unlock->visit / Condvar", ratio(w["unlock_to_visit/fortress"], w["unlock_to_visit/condvar"]), None),
     ("wake-up leave->lockdown / Condvar", ratio(w["leave_to_lockdown/fortress"], w["leave_to_lockdown/condvar"]), None),
-    ("async enter+drop / tokio RwLock read", ratio(au["fortress_enter_drop"], au["tokio_rwlock_read"]), 0.50),
+    ("async enter+drop / tokio RwLock read", ratio(au["fortress_enter_drop"], au["tokio_rwlock_read"]), 0.45),
     ("async enter+drop / async-lock read", ratio(au["fortress_enter_drop"], au["async_lock_read"]), 1.00),
+    ("in tokio: enter+drop / tokio RwLock read", ratio(at["fortress_enter_drop"], at["tokio_rwlock_read"]), None),
     ("async wake-up unlock->task / tokio RwLock", ratio(aw["fortress"], aw["tokio_rwlock"]), 1.00),
 ]
 print("\nratios (target)")

@@ -19,6 +19,8 @@ mod exclusive;
 mod occupy;
 #[path = "rules.rs"]
 mod rules;
+#[path = "services.rs"]
+mod services;
 #[path = "stress.rs"]
 mod stress;
 #[path = "wakeups.rs"]
