@@ -37,3 +37,19 @@ pub(crate) fn wake_each(wakers: impl IntoIterator<Item = Waker>) {
 pub(crate) fn drop_isolated<T>(value: T) {
     isolated(move || drop(value));
 }
+
+/// Starts one of the crate's own threads: `state` is leaked (the thread lives as long
+/// as the process), and the thread runs `run` on it forever. `run` never returns but by
+/// a panic, which [`isolated`] already contains inside it; the loop keeps the thread
+/// alive even so.
+#[cfg(not(all(test, any(loom, shuttle))))]
+pub(crate) fn spawn_daemon<T: Sync>(name: &str, state: T, run: fn(&'static T)) -> &'static T {
+    let state: &'static T = Box::leak(Box::new(state));
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || loop {
+            isolated(|| run(state));
+        })
+        .unwrap_or_else(|err| panic!("fortress-gate: could not start its thread {name}: {err}"));
+    state
+}

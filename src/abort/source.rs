@@ -182,18 +182,11 @@ impl Queue {
 fn queue() -> &'static Queue {
     static QUEUE: std::sync::OnceLock<&'static Queue> = std::sync::OnceLock::new();
     QUEUE.get_or_init(|| {
-        let queue: &'static Queue = Box::leak(Box::new(Queue {
+        let queue = Queue {
             ready: Mutex::new(VecDeque::new()),
             work: std::sync::Condvar::new(),
-        }));
-        std::thread::Builder::new()
-            .name("fortress-gate-sources".into())
-            .spawn(move || loop {
-                // `run` never returns; user code inside it is isolated already.
-                isolated(|| queue.run());
-            })
-            .expect("fortress-gate: could not start the thread of `Abort::from_future`");
-        queue
+        };
+        crate::user::spawn_daemon("fortress-gate-sources", queue, Queue::run)
     })
 }
 

@@ -38,19 +38,11 @@ pub(crate) struct Key(Instant, u64);
 fn timer() -> &'static Timer {
     static TIMER: std::sync::OnceLock<&'static Timer> = std::sync::OnceLock::new();
     TIMER.get_or_init(|| {
-        let timer: &'static Timer = Box::leak(Box::new(Timer {
+        let timer = Timer {
             entries: Mutex::new(Entries::default()),
             changed: std::sync::Condvar::new(),
-        }));
-        std::thread::Builder::new()
-            .name("fortress-gate-timer".into())
-            .spawn(move || loop {
-                // `run` only returns by a panic, which `isolated` already prevents
-                // inside it; this loop keeps the thread alive even so.
-                crate::user::isolated(|| timer.run());
-            })
-            .expect("fortress-gate: could not start the deadline timer thread");
-        timer
+        };
+        crate::user::spawn_daemon("fortress-gate-timer", timer, Timer::run)
     })
 }
 
