@@ -265,6 +265,7 @@ impl Guard {
     ///
     /// # Errors
     /// [`Error::Shutdown`] once the fortress is killed (the state is left as it was).
+    #[inline]
     pub fn unlock(&self) -> Result<(), Error> {
         self.gate.unlock()
     }

@@ -144,16 +144,23 @@ impl Gate {
     /// give up).
     #[inline]
     pub(crate) fn try_enter(&self) -> Option<Ticket> {
-        let Some(shards) = &self.hot.shards else {
-            // Acquire: pairs with the Release in `unlock`, so whatever the guard wrote
-            // while the fortress was locked is visible inside the visit.
-            let old = State(self.hot.state.fetch_add(ONE_GUEST, Acquire));
-            if old.admits() {
-                return Some(0);
-            }
-            self.back_out(old);
-            return None;
-        };
+        if let Some(shards) = &self.hot.shards {
+            return self.try_enter_sharded(shards);
+        }
+        // Acquire: pairs with the Release in `unlock`, so whatever the guard wrote
+        // while the fortress was locked is visible inside the visit.
+        let old = State(self.hot.state.fetch_add(ONE_GUEST, Acquire));
+        if old.admits() {
+            return Some(0);
+        }
+        self.back_out(old);
+        None
+    }
+
+    /// `try_enter` through this thread's slot. Kept out of line, so that the single
+    /// word's fast path stays small enough to be inlined into its callers.
+    #[inline(never)]
+    fn try_enter_sharded(&self, shards: &Shards) -> Option<Ticket> {
         let ticket = shards.ticket();
         match shards.try_enter(ticket) {
             Ok(()) => Some(ticket),
@@ -220,11 +227,15 @@ impl Gate {
     pub(crate) fn leave(&self, ticket: Ticket) {
         match &self.hot.shards {
             None => self.leave_word(),
-            Some(shards) => {
-                if shards.leave(ticket) {
-                    self.drop_references(1);
-                }
-            }
+            Some(shards) => self.leave_sharded(shards, ticket),
+        }
+    }
+
+    /// `leave` through a slot; out of line, as `try_enter_sharded`.
+    #[inline(never)]
+    fn leave_sharded(&self, shards: &Shards, ticket: Ticket) {
+        if shards.leave(ticket) {
+            self.drop_references(1);
         }
     }
 
@@ -404,6 +415,7 @@ impl Gate {
     }
 
     /// Closes the gate, then waits until no guest is inside.
+    #[inline]
     pub(crate) fn lockdown(&self, abort: &Abort) -> Result<(), Error> {
         if self.close()? {
             return Ok(());
