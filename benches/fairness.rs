@@ -114,10 +114,7 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(2.0);
-    let runs: usize = match std::env::args().skip_while(|a| a != "--runs").nth(1) {
-        Some(n) => n.parse().expect("--runs takes a number"),
-        None => 1,
-    };
+    let runs = fortress_gate_benches::runs_arg();
     type Make = fn() -> Arc<dyn Gate>;
     let variants: [(&str, Make); 3] = [
         ("fortress-gate", || {

@@ -10,17 +10,19 @@
 //! * `async_uncontended`: `enter_async` + drop on an open fortress, against tokio's and
 //!   async-lock's `RwLock::read` + drop, all polled by one minimal `block_on`;
 //! * `async_wakeup`: from `unlock` to a task pending at the gate running, on a
-//!   two-worker tokio runtime, against the same hand-off through tokio's `RwLock`.
+//!   two-worker tokio runtime, against the same hand-off through tokio's `RwLock`
+//!   (`WakeUps` in `lib.rs`, shared with `paired.rs`).
 //!
 //! `cargo bench -p fortress-gate-benches`, then `python3 benches/report.py` for the ratios.
+//! `cargo run -p fortress-gate-benches --release --bin paired` measures the
+//! single-thread and async ratios again in alternating blocks, which cancels the
+//! machine's drift between two functions timed one after the other.
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 use fortress_gate::{Abort, Fortress, Guard, Guest};
-use std::future::{poll_fn, Future};
-use std::pin::pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use fortress_gate_benches::{block_on, WakeUps, FALL_ASLEEP};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Barrier, Condvar, Mutex, RwLock};
-use std::task::{Context, Poll, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -180,10 +182,6 @@ fn contended(c: &mut Criterion) {
     });
     g.finish();
 }
-
-/// How long the side that is about to be woken gets to fall asleep, in every wake-up
-/// benchmark alike.
-const FALL_ASLEEP: Duration = Duration::from_micros(200);
 
 /// Gives the other thread [`FALL_ASLEEP`], then polls the fortress's `Debug` until
 /// a sleeper of this kind has announced itself (outside the timed region).
@@ -352,23 +350,6 @@ fn async_in_tokio(c: &mut Criterion) {
     g.finish();
 }
 
-/// The smallest executor there is: polls with a waker that does nothing, and polls
-/// again at once after `Pending`, as an executor re-polls a task that woke itself. On
-/// an open lock every contender below is ready at its first poll, except the
-/// fortress's cooperative yield (one entry in 129 returns `Pending` once), which is
-/// thus counted at the price of one more poll; `async_in_tokio` counts it at tokio's
-/// price.
-#[inline]
-fn block_on<F: Future>(fut: F) -> F::Output {
-    let mut cx = Context::from_waker(Waker::noop());
-    let mut fut = pin!(fut);
-    loop {
-        if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
-            return out;
-        }
-    }
-}
-
 fn async_uncontended(c: &mut Criterion) {
     let mut g = c.benchmark_group("async_uncontended");
     g.measurement_time(Duration::from_secs(2));
@@ -389,93 +370,21 @@ fn async_uncontended(c: &mut Criterion) {
     g.finish();
 }
 
-/// Awaits `fut`, raising `pending` as soon as a poll of it returns `Pending`: by then
-/// its waker is registered, so the task is truly waiting.
-async fn announce_pending<F: Future>(fut: F, pending: &AtomicBool) -> F::Output {
-    let mut fut = pin!(fut);
-    poll_fn(|cx| {
-        let poll = fut.as_mut().poll(cx);
-        if poll.is_pending() {
-            pending.store(true, Ordering::Release);
-        }
-        poll
-    })
-    .await
-}
-
-/// Waits (outside the timed region) until the task has announced that it is pending,
-/// then gives its worker [`FALL_ASLEEP`] to run out of work and park.
-fn until_pending(pending: &AtomicBool) {
-    while !pending.load(Ordering::Acquire) {
-        thread::yield_now();
-    }
-    thread::sleep(FALL_ASLEEP);
-}
-
 fn async_wakeup(c: &mut Criterion) {
     let mut g = c.benchmark_group("async_wakeup");
     g.sample_size(20);
     g.measurement_time(Duration::from_secs(2));
     // One runtime for both contenders; the bench thread is not one of its workers, so
     // every wake-up crosses threads, as a guard's `unlock` from elsewhere would.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .build()
-        .unwrap();
-
+    let mut wake_ups = WakeUps::default();
     // unlock -> a task pending at the closed gate runs.
     g.bench_function(BenchmarkId::new("unlock_to_task", "fortress"), |b| {
-        b.iter_custom(|n| {
-            let fortress = Fortress::new(); // locked
-            let guard = fortress.guard();
-            let pending = Arc::new(AtomicBool::new(false));
-            let (tx, rx) = mpsc::channel::<Instant>();
-            let mut total = Duration::ZERO;
-            for _ in 0..n {
-                pending.store(false, Ordering::Relaxed);
-                let (guest, task_pending, tx) = (fortress.guest(), pending.clone(), tx.clone());
-                rt.spawn(async move {
-                    let never = Abort::never();
-                    let entered = announce_pending(guest.enter_async(&never), &task_pending);
-                    let visit = entered.await.unwrap();
-                    tx.send(Instant::now()).unwrap();
-                    drop(visit);
-                });
-                until_pending(&pending);
-                let t0 = Instant::now();
-                guard.unlock().unwrap();
-                total += rx.recv().unwrap() - t0;
-                guard.lockdown(&Abort::never()).unwrap();
-            }
-            total
-        })
+        b.iter_custom(|n| (0..n).map(|_| wake_ups.fortress()).sum())
     });
-
     // The same hand-off through tokio's RwLock: the bench thread holds the write lock,
     // a task awaits `read()`, the bench thread drops the write guard.
     g.bench_function(BenchmarkId::new("unlock_to_task", "tokio_rwlock"), |b| {
-        b.iter_custom(|n| {
-            let lock = Arc::new(tokio::sync::RwLock::new(()));
-            let mut write = rt.block_on(Arc::clone(&lock).write_owned());
-            let pending = Arc::new(AtomicBool::new(false));
-            let (tx, rx) = mpsc::channel::<Instant>();
-            let mut total = Duration::ZERO;
-            for _ in 0..n {
-                pending.store(false, Ordering::Relaxed);
-                let (task_lock, task_pending, tx) = (lock.clone(), pending.clone(), tx.clone());
-                rt.spawn(async move {
-                    let read = announce_pending(task_lock.read(), &task_pending).await;
-                    tx.send(Instant::now()).unwrap();
-                    drop(read);
-                });
-                until_pending(&pending);
-                let t0 = Instant::now();
-                drop(write);
-                total += rx.recv().unwrap() - t0;
-                write = rt.block_on(Arc::clone(&lock).write_owned());
-            }
-            total
-        })
+        b.iter_custom(|n| (0..n).map(|_| wake_ups.tokio()).sum())
     });
     g.finish();
 }

@@ -17,16 +17,11 @@
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 use fortress_gate::{Abort, Fortress, Guard, Guest};
+use fortress_gate_benches::Padded;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Barrier;
 use std::thread;
 use std::time::{Duration, Instant};
-
-/// A word alone on its cache line (and the adjacent-line prefetch pair), as the
-/// fortress's own words are.
-#[repr(align(128))]
-#[derive(Default)]
-struct Padded(AtomicU64);
 
 /// What a guest pays: one read-modify-write in, one out. The floor of both designs.
 #[inline]
