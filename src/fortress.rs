@@ -312,7 +312,7 @@ impl Guest {
     /// # Errors
     /// * [`Error::Aborted`] if it had to wait and `abort` fired first; `f` never ran.
     /// * [`Error::Shutdown`] if the fortress is, or while waiting gets, killed.
-    #[inline]
+    #[inline(always)]
     pub fn visit<T>(&self, f: impl FnOnce() -> T, abort: &Abort) -> Result<T, Error> {
         let _visit = self.enter(abort)?;
         Ok(f())
@@ -324,7 +324,7 @@ impl Guest {
     /// # Errors
     /// As [`Guest::visit`].
     #[must_use = "the visit ends as soon as the returned value is dropped"]
-    #[inline]
+    #[inline(always)]
     pub fn enter(&self, abort: &Abort) -> Result<Visit<'_>, Error> {
         let ticket = self.gate.enter(abort)?;
         Ok(Visit::new(&self.gate, ticket))
@@ -353,7 +353,7 @@ impl Guest {
     /// # Ok::<(), fortress_gate::Error>(())
     /// ```
     #[must_use = "the visit ends as soon as the returned value is dropped"]
-    #[inline]
+    #[inline(always)]
     pub fn try_enter(&self) -> Option<Visit<'_>> {
         self.gate
             .try_enter()

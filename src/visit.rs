@@ -106,7 +106,7 @@ impl OwnedVisit {
 }
 
 impl Drop for Visit<'_> {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
         self.gate.leave(self.ticket);
     }
