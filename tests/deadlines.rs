@@ -23,15 +23,12 @@ mod common;
 const SHARDS: usize = 0;
 
 use common::{
-    fired, runtime, unlocked, until, until_asleep, until_asleep_or, until_pending,
-    until_pending_or, within, Sleepers,
+    fired, race, runtime, unlocked, until, until_asleep, until_asleep_or, until_pending,
+    until_pending_or, within, Either, Sleepers,
 };
 use fortress_gate::{Abort, Error, Fortress, Worker};
-use std::future::{poll_fn, Future};
-use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
-use std::task::Poll;
 use std::thread;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -614,30 +611,6 @@ fn cancelling_a_cancellation_token_wakes_a_pending_enter_async() {
         within("enter after cancel", move || rt.block_on(task).unwrap()),
         Err(Error::Aborted)
     );
-}
-
-/// Which of two raced futures finished first.
-#[derive(Debug, PartialEq)]
-enum Either<A, B> {
-    Left(A),
-    Right(B),
-}
-
-/// A hand-written `select!`: polls `a`, then `b`, and resolves with the first to
-/// finish; the other is dropped. Polling the fortress's future first means a wait that
-/// can finish does finish, as an abort token would have it.
-async fn race<A: Future, B: Future>(a: A, b: B) -> Either<A::Output, B::Output> {
-    let (mut a, mut b) = (pin!(a), pin!(b));
-    poll_fn(|cx| {
-        if let Poll::Ready(out) = a.as_mut().poll(cx) {
-            return Poll::Ready(Either::Left(out));
-        }
-        if let Poll::Ready(out) = b.as_mut().poll(cx) {
-            return Poll::Ready(Either::Right(out));
-        }
-        Poll::Pending
-    })
-    .await
 }
 
 /// The select pattern for async users who already hold a `CancellationToken`: race

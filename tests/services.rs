@@ -23,8 +23,8 @@ mod common;
 const SHARDS: usize = 0;
 
 use common::{
-    announce_pending, block_within, fired, join, poll_noop, poll_with, recv_within, runtime,
-    unlocked, until, until_asleep, until_pending, within, CountingWaker, Sleepers, HANG,
+    announce_pending, block_within, fired, join, poll_noop, poll_with, race, recv_within, runtime,
+    unlocked, until, until_asleep, until_pending, within, CountingWaker, Either, Sleepers, HANG,
 };
 use fortress_gate::internals::{links, snapshot, task_slots, State, Waiters, THREADS};
 use fortress_gate::{Abort, Error, Fortress, Guard, Guest, OwnedExclusive, OwnedVisit, Worker};
@@ -237,29 +237,6 @@ async fn on_pending<F: Future>(fut: F, mut seen: impl FnMut()) -> F::Output {
             seen();
         }
         poll
-    })
-    .await
-}
-
-/// Which of two raced futures finished first.
-#[derive(Debug, PartialEq)]
-enum Either<A, B> {
-    Left(A),
-    Right(B),
-}
-
-/// A hand-written `select!`: polls `a`, then `b`, and resolves with the first to
-/// finish; the other is dropped.
-async fn race<A: Future, B: Future>(a: A, b: B) -> Either<A::Output, B::Output> {
-    let (mut a, mut b) = (pin!(a), pin!(b));
-    poll_fn(|cx| {
-        if let Poll::Ready(out) = a.as_mut().poll(cx) {
-            return Poll::Ready(Either::Left(out));
-        }
-        if let Poll::Ready(out) = b.as_mut().poll(cx) {
-            return Poll::Ready(Either::Right(out));
-        }
-        Poll::Pending
     })
     .await
 }

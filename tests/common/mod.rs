@@ -4,7 +4,10 @@
 
 use fortress_gate::internals::{snapshot, Kind, Waiters};
 use fortress_gate::{Abort, Fortress};
+use std::future::{poll_fn, Future};
+use std::pin::pin;
 use std::sync::mpsc;
+use std::task::Poll;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -259,4 +262,28 @@ impl XorShift {
     pub fn micros(&mut self, max_micros: u64) -> Duration {
         Duration::from_micros(self.below(max_micros))
     }
+}
+
+/// Which of two raced futures finished first.
+#[derive(Debug, PartialEq)]
+pub enum Either<A, B> {
+    Left(A),
+    Right(B),
+}
+
+/// A hand-written `select!`: polls `a`, then `b`, and resolves with the first to
+/// finish; the other is dropped. Passing the fortress's future first means a wait that
+/// can finish does finish, as an abort token would have it.
+pub async fn race<A: Future, B: Future>(a: A, b: B) -> Either<A::Output, B::Output> {
+    let (mut a, mut b) = (pin!(a), pin!(b));
+    poll_fn(|cx| {
+        if let Poll::Ready(out) = a.as_mut().poll(cx) {
+            return Poll::Ready(Either::Left(out));
+        }
+        if let Poll::Ready(out) = b.as_mut().poll(cx) {
+            return Poll::Ready(Either::Right(out));
+        }
+        Poll::Pending
+    })
+    .await
 }
