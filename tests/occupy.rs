@@ -7,36 +7,11 @@ mod common;
 #[allow(dead_code)]
 const SHARDS: usize = 0;
 
-use common::{fired, unlocked, until_asleep, within, Sleepers};
-use fortress_gate::{
-    is_fortress_error, occupy, Abort, BoxError, Error, Occupied, OccupyError, Worker,
-};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
-use std::sync::{mpsc, Arc, Mutex};
+use common::{fired, unlocked, until_asleep, within, SharedSleeper, Sleeper, Sleepers};
+use fortress_gate::{is_fortress_error, occupy, Abort, Error, Occupied, OccupyError, Worker};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::{mpsc, Arc};
 use std::thread;
-
-/// A worker that runs until killed; `wait` blocks until then.
-#[derive(Default)]
-struct Sleeper {
-    killed: Mutex<bool>,
-    changed: std::sync::Condvar,
-    waits: AtomicUsize,
-}
-
-impl Worker for Sleeper {
-    fn kill(&self) {
-        *self.killed.lock().unwrap() = true;
-        self.changed.notify_all();
-    }
-    fn wait(&self) -> Result<(), BoxError> {
-        let mut killed = self.killed.lock().unwrap();
-        while !*killed {
-            killed = self.changed.wait(killed).unwrap();
-        }
-        self.waits.fetch_add(1, SeqCst);
-        Ok(())
-    }
-}
 
 #[derive(Debug, PartialEq)]
 struct NoCharm;
@@ -150,7 +125,7 @@ fn abort_during_a_slow_start_kills_and_waits_for_the_new_worker() {
         move || {
             flag.store(true, SeqCst);
             token.abort(); // the caller gives up while the worker starts
-            Ok::<_, Error>(Shared(worker))
+            Ok::<_, Error>(SharedSleeper(worker))
         },
         &abort,
     );
@@ -167,18 +142,6 @@ fn abort_during_a_slow_start_kills_and_waits_for_the_new_worker() {
     assert_eq!(fortress.guests(), 0, "and its visit ended");
 }
 
-/// A worker shared with the test, so the test can look at it after `occupy` drops it.
-struct Shared(Arc<Sleeper>);
-
-impl Worker for Shared {
-    fn kill(&self) {
-        self.0.kill()
-    }
-    fn wait(&self) -> Result<(), BoxError> {
-        self.0.wait()
-    }
-}
-
 #[test]
 fn a_worker_thread_holds_the_fortress_open_for_its_whole_life() {
     let fortress = unlocked();
@@ -190,7 +153,7 @@ fn a_worker_thread_holds_the_fortress_open_for_its_whole_life() {
     let runner = thread::spawn(move || {
         let worker = occupy(
             &guest,
-            move || Ok::<_, Error>(Shared(handle)),
+            move || Ok::<_, Error>(SharedSleeper(handle)),
             &Abort::never(),
         )
         .unwrap();

@@ -25,8 +25,10 @@ mod common;
 #[allow(dead_code)]
 const SHARDS: usize = 0;
 
-use common::{poll_with, until, until_asleep, CountingWaker, Sleepers, HANG};
-use fortress_gate::{occupy, Abort, BoxError, Error, Fortress, Guard, OccupyError, Worker};
+use common::{
+    poll_with, until, until_asleep, CountingWaker, SharedSleeper, Sleeper, Sleepers, HANG,
+};
+use fortress_gate::{occupy, Abort, Error, Fortress, Guard, OccupyError, Worker};
 use std::future::Future;
 use std::io::Read;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -277,34 +279,6 @@ impl Drop for PanicOnDrop {
         if !thread::panicking() {
             panic!("a task waker panics when dropped (on purpose)");
         }
-    }
-}
-
-/// A worker that runs until killed (the shape of `tests/occupy.rs`'s `Sleeper`).
-#[derive(Default)]
-struct Sleeper {
-    killed: Mutex<bool>,
-    changed: std::sync::Condvar,
-}
-
-impl Sleeper {
-    fn was_killed(&self) -> bool {
-        *self.killed.lock().unwrap()
-    }
-}
-
-impl Worker for Sleeper {
-    fn kill(&self) {
-        *self.killed.lock().unwrap() = true;
-        self.changed.notify_all();
-    }
-
-    fn wait(&self) -> Result<(), BoxError> {
-        let mut killed = self.killed.lock().unwrap();
-        while !*killed {
-            killed = self.changed.wait(killed).unwrap();
-        }
-        Ok(())
     }
 }
 
@@ -933,17 +907,4 @@ fn occupy_kills_the_worker_and_answers_aborted_when_the_token_fires_while_start_
         .expect("start was never called");
     assert!(sleeper.was_killed(), "the worker was not killed");
     assert_eq!(fortress.guests(), 0, "the visit did not end");
-}
-
-/// A [`Sleeper`] the test can still look at after `occupy` has dropped it.
-struct SharedSleeper(Arc<Sleeper>);
-
-impl Worker for SharedSleeper {
-    fn kill(&self) {
-        self.0.kill();
-    }
-
-    fn wait(&self) -> Result<(), BoxError> {
-        self.0.wait()
-    }
 }

@@ -3,10 +3,11 @@
 #![allow(dead_code)]
 
 use fortress_gate::internals::{snapshot, Kind, Waiters};
-use fortress_gate::{Abort, Fortress};
+use fortress_gate::{Abort, BoxError, Fortress, Worker};
 use std::future::{poll_fn, Future};
 use std::pin::pin;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::task::Poll;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -286,4 +287,47 @@ pub async fn race<A: Future, B: Future>(a: A, b: B) -> Either<A::Output, B::Outp
         Poll::Pending
     })
     .await
+}
+
+/// A worker that runs until killed: `wait` blocks until `kill`, and counts its returns.
+#[derive(Default)]
+pub struct Sleeper {
+    pub killed: Mutex<bool>,
+    changed: Condvar,
+    pub waits: AtomicUsize,
+}
+
+impl Sleeper {
+    pub fn was_killed(&self) -> bool {
+        *self.killed.lock().unwrap()
+    }
+}
+
+impl Worker for Sleeper {
+    fn kill(&self) {
+        *self.killed.lock().unwrap() = true;
+        self.changed.notify_all();
+    }
+
+    fn wait(&self) -> Result<(), BoxError> {
+        let mut killed = self.killed.lock().unwrap();
+        while !*killed {
+            killed = self.changed.wait(killed).unwrap();
+        }
+        self.waits.fetch_add(1, SeqCst);
+        Ok(())
+    }
+}
+
+/// A [`Sleeper`] the test can still look at after `occupy` has dropped the worker.
+pub struct SharedSleeper(pub Arc<Sleeper>);
+
+impl Worker for SharedSleeper {
+    fn kill(&self) {
+        self.0.kill();
+    }
+
+    fn wait(&self) -> Result<(), BoxError> {
+        self.0.wait()
+    }
 }
