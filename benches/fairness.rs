@@ -110,10 +110,7 @@ fn run(gate: Arc<dyn Gate>, secs: f64) -> Outcome {
 }
 
 fn main() {
-    let secs: f64 = std::env::var("FAIRNESS_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(2.0);
+    let secs: f64 = fortress_gate_benches::env_number("FAIRNESS_SECS", 2.0);
     let runs = fortress_gate_benches::runs_arg();
     type Make = fn() -> Arc<dyn Gate>;
     let variants: [(&str, Make); 3] = [

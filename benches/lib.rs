@@ -59,6 +59,16 @@ pub fn until_pending(pending: &AtomicBool) {
     thread::sleep(FALL_ASLEEP);
 }
 
+/// The number in the environment variable `name`, or `default` if it is not set; a
+/// value that is not a number stops the run with a message.
+pub fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).map_or(default, |value| {
+        value
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={value:?}: not a number"))
+    })
+}
+
 /// The number after `--runs` on the command line; 1 without it.
 pub fn runs_arg() -> usize {
     match std::env::args().skip_while(|a| a != "--runs").nth(1) {

@@ -185,10 +185,7 @@ fn wake_ups(n: usize) -> Row {
 }
 
 fn main() {
-    let rounds: usize = std::env::var("PAIRED_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1000);
+    let rounds: usize = fortress_gate_benches::env_number("PAIRED_ROUNDS", 1000);
     let runs = fortress_gate_benches::runs_arg();
     let mut table: Vec<(&str, Option<f64>, Vec<f64>)> = Vec::new();
     for run_no in 1..=runs {

@@ -405,9 +405,7 @@ fn print_summary(runs: &[Vec<Outcome>]) {
 }
 
 fn main() {
-    let secs: f64 = std::env::var("SERVICE_SECS").map_or(2.0, |s| {
-        s.parse().expect("SERVICE_SECS: a number of seconds")
-    });
+    let secs: f64 = fortress_gate_benches::env_number("SERVICE_SECS", 2.0);
     let args: Vec<String> = std::env::args().skip(1).collect();
     let runs: usize = match args.as_slice() {
         [] => 1,
