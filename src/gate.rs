@@ -19,7 +19,7 @@ use crate::abort::Registration;
 use crate::error::Error;
 use crate::notify::Notifier;
 use crate::shards::{Shards, Ticket};
-use crate::state::{Decision, Kind, State, Waiters, Wake, COUNT_SHIFT, ONE_GUEST};
+use crate::state::{too_many_guests, Decision, Kind, State, Waiters, Wake, COUNT_SHIFT, ONE_GUEST};
 use crate::sync::{
     Arc, AtomicU64,
     Ordering::{self, AcqRel, Acquire, Relaxed, Release},
@@ -692,15 +692,4 @@ fn next_scope() -> u16 {
     // Relaxed: only distinctness matters.
     let n = SCOPES.fetch_add(1, Relaxed);
     (n % u32::from(u16::MAX)) as u16 + 1
-}
-
-/// The guest count would overflow: like `Arc`, abort rather than corrupt the state.
-#[cold]
-#[inline(never)]
-pub(crate) fn too_many_guests() -> ! {
-    eprintln!(
-        "fortress: more than {} guests at once; aborting",
-        crate::state::MAX_GUESTS
-    );
-    std::process::abort()
 }

@@ -211,8 +211,9 @@
 //! The minimum supported Rust version is 1.86.
 #![warn(missing_docs, missing_debug_implementations)]
 // No unsafe code, ever, in the library. The one exception is the loom models' test
-// cell (a loom `UnsafeCell` whose every access loom checks), compiled only under
-// `cfg(all(test, loom))`, where `forbid` would make that module's `allow` an error.
+// cell (a loom `UnsafeCell` whose every access loom checks, in `models/loom_core.rs`),
+// compiled only under `cfg(all(test, loom))`, where `forbid` would make that module's
+// `allow` an error.
 #![cfg_attr(not(all(test, loom)), forbid(unsafe_code))]
 #![cfg_attr(all(test, loom), deny(unsafe_code))]
 
@@ -253,17 +254,9 @@ mod user;
 mod visit;
 mod worker;
 
-#[cfg(all(test, loom, feature = "async"))]
-mod loom_async;
-#[cfg(all(test, loom))]
-mod loom_deadline;
-#[cfg(all(test, loom))]
-#[allow(unsafe_code)]
-mod loom_models;
-#[cfg(all(test, loom))]
-mod loom_sharded;
-#[cfg(all(test, shuttle, not(loom), feature = "async"))]
-mod shuttle_models;
+// The loom models and shuttle scenarios: unit tests compiled only in a model build.
+#[cfg(all(test, any(loom, shuttle)))]
+mod models;
 
 pub use abort::Abort;
 pub use error::{is_fortress_error, BoxError, Error};

@@ -33,7 +33,7 @@
 //! enter a reopened slot a moment before the main word says "unlocked"; a guest woken
 //! by the main word always finds its slot open.
 
-use crate::state::OVERFLOW;
+use crate::state::{too_many_guests, OVERFLOW};
 use crate::sync::{
     lock, shard_hint, AtomicU64, Mutex,
     Ordering::{AcqRel, Acquire, Relaxed, Release},
@@ -136,7 +136,7 @@ impl Shards {
             return Ok(());
         }
         if old.0 & OVERFLOW != 0 {
-            crate::gate::too_many_guests();
+            too_many_guests();
         }
         Err(self.leave(ticket))
     }

@@ -425,6 +425,17 @@ impl fmt::Debug for WaiterFlags {
     }
 }
 
+/// The guest count would overflow: like `Arc`, abort rather than corrupt the state.
+#[cold]
+#[inline(never)]
+pub(crate) fn too_many_guests() -> ! {
+    eprintln!(
+        "fortress: more than {} guests at once; aborting",
+        MAX_GUESTS
+    );
+    std::process::abort()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

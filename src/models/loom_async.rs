@@ -7,7 +7,7 @@
 //! task's waker is called: a lost wake-up shows as loom's "deadlock". A future that is
 //! polled once and dropped is polled by hand with a no-op waker.
 
-use crate::loom_models::{model, model_bounded, unlocked, Resource};
+use super::loom_core::{model, model_bounded, unlocked, Resource};
 use crate::{Abort, Error, Fortress, Worker};
 use core::future::Future;
 use core::pin::pin;

@@ -4,8 +4,8 @@
 //!
 //!     RUSTFLAGS="--cfg loom" cargo test --release --lib loom_
 
+use super::loom_core::{model, unlocked};
 use crate::abort::{source, timer};
-use crate::loom_models::{model, unlocked};
 use crate::sync::clock;
 use crate::{Abort, Error, Fortress};
 use core::future::Future;

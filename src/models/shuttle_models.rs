@@ -49,7 +49,7 @@
 //!
 //!     FORTRESS_SHUTTLE_REPLAY='<the string>' RUSTFLAGS="--cfg shuttle" \
 //!         CARGO_TARGET_DIR=target/shuttle cargo test --release --lib \
-//!         shuttle_models::shuttle_single_word -- --exact --nocapture
+//!         models::shuttle_models::shuttle_single_word -- --exact --nocapture
 //!
 //! which calls `shuttle::Runner` with `ReplayScheduler::new_from_encoded` (what
 //! `shuttle::replay(scenario, "<the string>")` does, with this module's config).

@@ -1,7 +1,7 @@
 //! Loom models: every interleaving of visit, lockdown, unlock, abort and kill, on 2-3
 //! threads. Run with
 //!
-//!     RUSTFLAGS="--cfg loom" cargo test --release --lib loom_models
+//!     RUSTFLAGS="--cfg loom" cargo test --release --lib loom_core
 //!
 //! A lost wake-up shows as loom's "deadlock" (every thread asleep); an exclusive phase
 //! that overlaps a visit shows as a data race on the `Resource` cell, which the guard

@@ -6,7 +6,7 @@
 //!
 //!     RUSTFLAGS="--cfg loom" cargo test --release --lib loom_
 
-use crate::loom_models::{model, model_bounded, Resource};
+use super::loom_core::{model, model_bounded, Resource};
 use crate::{Abort, Error, Fortress, Worker};
 use loom::thread;
 

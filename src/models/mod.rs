@@ -1,0 +1,20 @@
+//! Model checking: every file here is a unit test compiled only in a model build.
+//!
+//! * `loom_*`: small scenarios whose every interleaving loom explores (within a
+//!   preemption bound each states): the core gate (`loom_core`, which also holds the
+//!   helpers the others share), async waits, deadlines and sources, the sharded slots.
+//!   Run with `RUSTFLAGS="--cfg loom" cargo test --release --lib loom_`.
+//! * `shuttle`: larger crowds of threads and tasks under shuttle's random and PCT
+//!   schedules. Run with `RUSTFLAGS="--cfg shuttle" cargo test --release --lib shuttle_`.
+
+#[cfg(all(loom, feature = "async"))]
+mod loom_async;
+#[cfg(loom)]
+#[allow(unsafe_code)]
+mod loom_core;
+#[cfg(loom)]
+mod loom_deadline;
+#[cfg(loom)]
+mod loom_sharded;
+#[cfg(all(shuttle, not(loom), feature = "async"))]
+mod shuttle_models;
