@@ -10,6 +10,7 @@ use crate::abort::Abort;
 use crate::error::Error;
 use crate::fortress::Guard;
 use crate::gate::Gate;
+use crate::state::Close;
 use core::fmt;
 
 impl Guard {
@@ -86,17 +87,32 @@ impl Guard {
     }
 }
 
-/// A lockdown that backs out when it gives up: see [`Guard::exclusive`].
+/// A lockdown that takes the gate for a phase, and backs out when it gives up: see
+/// [`Guard::exclusive`]. While another phase holds the gate it waits for that phase to
+/// end, then closes and drains on its own.
 fn scoped_lockdown(gate: &Gate, abort: &Abort) -> Result<(), Error> {
-    let (empty, scope) = gate.close_scoped()?;
-    if empty {
-        return Ok(());
+    loop {
+        let record = match gate.close_scoped()? {
+            Some(Close::Owned) => return Ok(()),
+            Some(Close::Drain(record)) => record,
+            None => {
+                gate.wait_phase(abort)?;
+                continue;
+            }
+        };
+        match gate.drain_for_phase(abort) {
+            Ok(true) => return Ok(()),
+            // Another phase took the gate; its close ended this call's record.
+            Ok(false) => gate.wait_phase(abort)?,
+            Err(Error::Aborted) => {
+                if let Some(record) = record {
+                    gate.withdraw(record);
+                }
+                return Err(Error::Aborted);
+            }
+            Err(e) => return Err(e),
+        }
     }
-    let drained = gate.lockdown_contended(abort);
-    if let (Err(Error::Aborted), Some(scope)) = (drained, scope) {
-        gate.withdraw(scope);
-    }
-    drained
 }
 
 /// The exclusive phase of a [`Guard`], from [`Guard::exclusive`]: the fortress is
@@ -128,9 +144,7 @@ pub struct Exclusive<'a> {
 
 impl Drop for Exclusive<'_> {
     fn drop(&mut self) {
-        // `unlock` fails only with `Shutdown`: a killed fortress changes no more, and
-        // there is nothing left to give back.
-        let _ = self.guard.unlock();
+        self.guard.gate.end_phase();
     }
 }
 
@@ -153,7 +167,7 @@ impl OwnedExclusive {
 impl Drop for OwnedExclusive {
     fn drop(&mut self) {
         // As `Exclusive`'s drop; the guard is released after this, with the fields.
-        let _ = self.guard.unlock();
+        self.guard.gate.end_phase();
     }
 }
 

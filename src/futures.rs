@@ -13,6 +13,7 @@ use crate::exclusive::{Exclusive, OwnedExclusive};
 use crate::fortress::{Fortress, Guard, Guest};
 use crate::gate::{Gate, TaskWait};
 use crate::shards::Ticket;
+use crate::state::Close;
 use crate::sync::Arc;
 use crate::visit::{OwnedVisit, Visit};
 use core::future::Future;
@@ -44,17 +45,29 @@ impl Future for Enter<'_> {
 }
 
 /// A lockdown in progress: closes the gate at its first poll, then waits for the drain.
-/// A scoped one (the exclusive forms) backs out if it gives up: aborted, or dropped
-/// between its first poll and its completion.
+/// A scoped one (the exclusive forms) then takes the gate for its phase (or, if another
+/// phase holds it, waits for that phase to end and closes again), and backs out if it
+/// gives up: aborted, or dropped between its first poll and its completion.
 struct Lockdown<'a> {
     gate: &'a Gate,
     abort: &'a Abort,
     wait: TaskWait<'a>,
     scoped: bool,
-    /// The first poll closed the gate; for a scoped lockdown that shut an open gate,
-    /// with its scope.
-    closed: Option<Option<u16>>,
-    finished: bool,
+    stage: Stage,
+}
+
+/// Where a lockdown future is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Not polled yet, or a scoped lockdown about to close again after another's phase.
+    Close,
+    /// The gate is closed: waiting for the drain, with the back-out record of a scoped
+    /// close that shut the open gate.
+    Drain(Option<u32>),
+    /// A scoped lockdown waits for another's phase to end.
+    Phase,
+    /// Completed.
+    Finished,
 }
 
 impl<'a> Lockdown<'a> {
@@ -64,14 +77,55 @@ impl<'a> Lockdown<'a> {
             abort,
             wait: TaskWait::new(),
             scoped,
-            closed: None,
-            finished: false,
+            stage: Stage::Close,
         }
     }
 
-    /// The scope to withdraw if this lockdown gives up now.
-    fn scope(&self) -> Option<u16> {
-        self.closed.flatten()
+    /// Moves to `stage`, giving back what the last wait registered (it waited in
+    /// another group).
+    fn enter_stage(&mut self, stage: Stage) {
+        self.wait = TaskWait::new();
+        self.stage = stage;
+    }
+
+    /// One step: `Ready` when the lockdown has completed or failed, `Pending` when it
+    /// waits, `None` when it moved to another stage and must step again.
+    fn step(&mut self, cx: &mut Context<'_>) -> Option<Poll<Result<(), Error>>> {
+        let (gate, abort) = (self.gate, self.abort);
+        match self.stage {
+            Stage::Close if !self.scoped => match gate.close() {
+                Ok(false) => self.enter_stage(Stage::Drain(None)),
+                done => return Some(Poll::Ready(done.map(drop))),
+            },
+            Stage::Close => match gate.close_scoped() {
+                Ok(Some(Close::Owned)) => return Some(Poll::Ready(Ok(()))),
+                Ok(Some(Close::Drain(record))) => self.enter_stage(Stage::Drain(record)),
+                Ok(None) => self.enter_stage(Stage::Phase),
+                Err(e) => return Some(Poll::Ready(Err(e))),
+            },
+            Stage::Drain(_) if !self.scoped => {
+                return Some(gate.poll_drain(abort, &mut self.wait, cx));
+            }
+            Stage::Drain(record) => match gate.poll_drain_for_phase(abort, &mut self.wait, cx) {
+                Poll::Ready(Ok(true)) => return Some(Poll::Ready(Ok(()))),
+                // Another phase took the gate; its close ended this call's record.
+                Poll::Ready(Ok(false)) => self.enter_stage(Stage::Phase),
+                Poll::Ready(Err(e)) => {
+                    if let (Error::Aborted, Some(record)) = (e, record) {
+                        self.wait = TaskWait::new(); // unregister before reopening
+                        gate.withdraw(record);
+                    }
+                    return Some(Poll::Ready(Err(e)));
+                }
+                Poll::Pending => return Some(Poll::Pending),
+            },
+            Stage::Phase => match gate.poll_phase(abort, &mut self.wait, cx) {
+                Poll::Ready(Ok(())) => self.enter_stage(Stage::Close),
+                other => return Some(other),
+            },
+            Stage::Finished => panic!("a lockdown future was polled after it completed"),
+        }
+        None
     }
 }
 
@@ -80,42 +134,23 @@ impl Future for Lockdown<'_> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        assert!(
-            !this.finished,
-            "a lockdown future was polled after it completed"
-        );
-        let poll = match this.closed {
-            Some(_) => this.gate.poll_drain(this.abort, &mut this.wait, cx),
-            None => {
-                let closed = match this.scoped {
-                    false => this.gate.close().map(|empty| (empty, None)),
-                    true => this.gate.close_scoped(),
-                };
-                match closed {
-                    Ok((false, scope)) => {
-                        this.closed = Some(scope);
-                        this.gate.poll_drain(this.abort, &mut this.wait, cx)
-                    }
-                    done => Poll::Ready(done.map(drop)),
+        loop {
+            if let Some(poll) = this.step(cx) {
+                if poll.is_ready() {
+                    this.enter_stage(Stage::Finished);
                 }
-            }
-        };
-        if let Poll::Ready(result) = poll {
-            this.finished = true;
-            if let (Err(Error::Aborted), Some(scope)) = (result, this.scope()) {
-                this.gate.withdraw(scope);
+                return poll;
             }
         }
-        poll
     }
 }
 
 impl Drop for Lockdown<'_> {
     fn drop(&mut self) {
-        if let (false, Some(scope)) = (self.finished, self.scope()) {
+        if let Stage::Drain(Some(record)) = self.stage {
             // Dropped while it waited: a scoped lockdown gives up.
             self.wait = TaskWait::new(); // unregister before reopening
-            self.gate.withdraw(scope);
+            self.gate.withdraw(record);
         }
     }
 }

@@ -19,7 +19,9 @@ use crate::abort::Registration;
 use crate::error::Error;
 use crate::notify::Notifier;
 use crate::shards::{Shards, Ticket};
-use crate::state::{too_many_guests, Decision, Kind, State, Waiters, Wake, COUNT_SHIFT, ONE_GUEST};
+use crate::state::{
+    too_many_guests, Close, Decision, Kind, State, Waiters, Wake, COUNT_SHIFT, LOCKED, ONE_GUEST,
+};
 use crate::sync::{
     Arc, AtomicU64,
     Ordering::{self, AcqRel, Acquire, Relaxed, Release},
@@ -291,15 +293,18 @@ impl Gate {
     /// Opens the gate and wakes the guests waiting at it.
     #[inline]
     pub(crate) fn unlock(&self) -> Result<(), Error> {
-        // The common case in one compare-exchange: closed, empty, nobody waiting (a
-        // sharded fortress always takes the slow path: its slots must reopen too).
+        // The common case in one compare-exchange: closed, not owned, empty, nobody
+        // waiting (a sharded fortress always takes the slow path: its slots must reopen
+        // too). The shuts field may be anything: the load reads it.
         // Release: pairs with the Acquire in `try_enter` and `claim_place`; the guard's
         // writes during its exclusive phase happen before every visit it now admits.
+        let s = State(self.hot.state.load(Relaxed));
         let fast = self.hot.shards.is_none()
+            && s.is_idle_closed()
             && self
                 .hot
                 .state
-                .compare_exchange(State::CLOSED.0, State::OPEN.0, Release, Relaxed)
+                .compare_exchange(s.0, s.0 & !LOCKED, Release, Relaxed)
                 .is_ok();
         if fast {
             return Ok(());
@@ -315,16 +320,25 @@ impl Gate {
         }
     }
 
-    /// The back-out of a scoped lockdown that gave up (it withdraws its close): reopens the gate if `scope`'s
-    /// close shut it and no guard has acted since (see `state.rs`); otherwise leaves
-    /// the state to whoever did.
+    /// The back-out of a scoped lockdown that gave up (it withdraws its close):
+    /// reopens the gate if the close with `record` shut it and no guard has acted since
+    /// (see `state.rs`); otherwise leaves the state to whoever did.
     #[cold]
-    pub(crate) fn withdraw(&self, scope: u16) {
-        let _ = self.reopen(|s| s.backed_out(scope));
+    pub(crate) fn withdraw(&self, record: u32) {
+        let _ = self.reopen(|s| s.backed_out(record));
     }
 
-    /// Applies `open` (an unlock or a back-out) to the state word and, in a sharded
-    /// fortress, reopens the slots first. `Err` with the state `open` declined.
+    /// The end of an exclusive phase: clears the owner mark and unlocks in one step
+    /// (a killed fortress stays closed, and its `wait` callers may now return).
+    #[cold]
+    pub(crate) fn end_phase(&self) {
+        let ended = self.reopen(|s| s.owned().then(|| s.phase_ended()));
+        debug_assert!(ended.is_ok(), "an exclusive phase ended twice");
+    }
+
+    /// Applies `open` (an unlock, a back-out or a phase's end) to the state word and,
+    /// in a sharded fortress, reopens the slots first if the gate opens. `Err` with the
+    /// state `open` declined.
     fn reopen(&self, open: impl Fn(State) -> Option<State>) -> Result<(), State> {
         let mut references = 0;
         let pass = match &self.hot.shards {
@@ -332,10 +346,12 @@ impl Gate {
             Some(shards) => {
                 let pass = shards.pass();
                 // Under the pass no other guard operation can slip in (they all take
-                // it), so what `open` decides now holds for the update below.
+                // it, the claim of a phase included), so what `open` decides now holds
+                // for the update below: in particular whether the gate opens.
                 let s = State(self.hot.state.load(Relaxed));
-                open(s).ok_or(s)?;
-                references = shards.reopen();
+                if !open(s).ok_or(s)?.locked() {
+                    references = shards.reopen();
+                }
                 Some(pass)
             }
         };
@@ -354,14 +370,17 @@ impl Gate {
     #[inline]
     pub(crate) fn close(&self) -> Result<bool, Error> {
         // The common case in one compare-exchange: open, empty, nobody waiting (a
-        // sharded fortress always takes the slow path: its slots must close too).
+        // sharded fortress always takes the slow path: its slots must close too). The
+        // shuts field may be anything: the load reads it.
         // Acquire: pairs with the Release in `leave`; every visit that ended happens
         // before the guard's exclusive phase.
+        let s = State(self.hot.state.load(Relaxed));
         let fast = self.hot.shards.is_none()
+            && s.is_idle_open()
             && self
                 .hot
                 .state
-                .compare_exchange(State::OPEN.0, State::CLOSED.0, Acquire, Relaxed)
+                .compare_exchange(s.0, s.0 | LOCKED, Acquire, Relaxed)
                 .is_ok();
         if fast {
             return Ok(true);
@@ -376,20 +395,80 @@ impl Gate {
             .map_err(|_| Error::Shutdown)
     }
 
-    /// The close of a scoped lockdown: as `close`, and if it shut an open gate, the
-    /// scope it can back out with (`Gate::withdraw`). Always the slow path.
+    /// The close of a scoped lockdown. On the single word, if nobody is inside, it
+    /// takes the gate for its phase in the same read-modify-write (`Close::Owned`);
+    /// otherwise (and always on a sharded fortress, whose word does not count guests)
+    /// it must drain, with the back-out record of its close if that shut the open gate
+    /// (`Gate::withdraw`). `Ok(None)` if a phase holds the gate: wait for its end
+    /// (`Gate::wait_phase`), then close again.
     #[cold]
-    pub(crate) fn close_scoped(&self) -> Result<(bool, Option<u16>), Error> {
-        let scope = next_scope();
-        let mut shut = false;
+    pub(crate) fn close_scoped(&self) -> Result<Option<Close>, Error> {
+        let sharded = self.hot.shards.is_some();
+        let mut close = Close::Drain(None);
         // Acquire: as in `close`.
-        let empty = self
-            .closing_pass(Acquire, |s| {
-                shut = !s.locked();
-                (!s.shut_down()).then(|| s.locked_down_scoped(scope))
-            })
-            .map_err(|_| Error::Shutdown)?;
-        Ok((empty, shut.then_some(scope)))
+        let closed = self.closing_pass(Acquire, |s| {
+            if s.shut_down() || s.owned() {
+                return None;
+            }
+            let new;
+            (new, close) = match sharded {
+                false => s.locked_down_scoped(),
+                true => {
+                    let (new, record) = s.locked_down_recording();
+                    (new, Close::Drain(record))
+                }
+            };
+            Some(new)
+        });
+        match closed {
+            Ok(_) => Ok(Some(close)),
+            Err(s) if s.shut_down() => Err(Error::Shutdown),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// The second half of a scoped lockdown: waits until no guest is inside the
+    /// closed gate, then takes it for its phase. `Ok(false)` if another scoped
+    /// lockdown's phase took it first: wait for its end, then close again.
+    #[cold]
+    pub(crate) fn drain_for_phase(&self, abort: &Abort) -> Result<bool, Error> {
+        self.wait_until(Waiters::Drain, abort, &Gate::claim_phase)
+    }
+
+    /// A scoped lockdown waits for another's phase to end (the gate to open, or the
+    /// fortress to be killed): as a guest waits at the gate, claiming nothing.
+    #[cold]
+    pub(crate) fn wait_phase(&self, abort: &Abort) -> Result<(), Error> {
+        self.wait_until(Waiters::Gate, abort, &Gate::nothing_to_claim)
+    }
+
+    /// The gate is closed and empty in `s`: take it for a phase, in the
+    /// read-modify-write that finds it so. On a sharded fortress under the guards'
+    /// pass, so that no unlock decides to reopen the slots of a gate that a phase
+    /// holds by the time it writes.
+    fn claim_phase(&self, s: State) -> Step<bool> {
+        if s.owned() {
+            return Step::Done(Ok(false));
+        }
+        let _pass = self.hot.shards.as_ref().map(Shards::pass);
+        // Acquire: pairs with the Release of the last guest's `leave` (or of the
+        // decrement that dropped the last slot's reference): every visit happens
+        // before the phase.
+        let Some(claimed) = s.claimed() else {
+            return Step::Retry; // changed since the look: look again
+        };
+        match self
+            .hot
+            .state
+            .compare_exchange(s.0, claimed.0, Acquire, Relaxed)
+        {
+            Ok(_) => {
+                // A closed, empty gate was settled already: this wakes nobody.
+                debug_assert!(s.woken_by(claimed).is_empty());
+                Step::Done(Ok(true))
+            }
+            Err(_) => Step::Retry,
+        }
     }
 
     /// Applies `close` (a lockdown or a kill) to the state word and, in a sharded
@@ -511,6 +590,7 @@ impl Gate {
 
         let notifier = self.notifier(waiters);
         let _registration = abort.register(notifier);
+        let _enlisted = Enlisted::new(self, waiters);
         loop {
             // Read the counter before the state: see `notify.rs`.
             let seq = notifier.seq();
@@ -593,6 +673,30 @@ impl Gate {
     }
 
     #[cfg(feature = "async")]
+    /// One poll of a scoped lockdown's drain wait: as `poll_drain`, then it takes the
+    /// gate for its phase (`Gate::drain_for_phase`).
+    pub(crate) fn poll_drain_for_phase<'a>(
+        &'a self,
+        abort: &'a Abort,
+        wait: &mut TaskWait<'a>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<bool, Error>> {
+        self.poll_wait(Waiters::Drain, abort, wait, cx, &Gate::claim_phase)
+    }
+
+    #[cfg(feature = "async")]
+    /// One poll of a scoped lockdown's wait for another's phase to end
+    /// (`Gate::wait_phase`).
+    pub(crate) fn poll_phase<'a>(
+        &'a self,
+        abort: &'a Abort,
+        wait: &mut TaskWait<'a>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), Error>> {
+        self.poll_wait(Waiters::Gate, abort, wait, cx, &Gate::nothing_to_claim)
+    }
+
+    #[cfg(feature = "async")]
     /// One poll of `wait_async`.
     pub(crate) fn poll_done<'a>(
         &'a self,
@@ -654,6 +758,33 @@ impl Gate {
     }
 }
 
+/// A thread in the sleeping loop of one group. When the last one leaves (aborted, or
+/// woken), it clears the group's thread flag: a wait that ended leaves no flag that
+/// would send later transitions down their slow paths (`Notifier::discharge`).
+struct Enlisted<'a> {
+    gate: &'a Gate,
+    waiters: Waiters,
+}
+
+impl<'a> Enlisted<'a> {
+    fn new(gate: &'a Gate, waiters: Waiters) -> Enlisted<'a> {
+        gate.notifier(waiters).enlist();
+        Enlisted { gate, waiters }
+    }
+}
+
+impl Drop for Enlisted<'_> {
+    fn drop(&mut self) {
+        let flag = self.waiters.flag(Kind::Thread);
+        self.gate.notifier(self.waiters).discharge(|| {
+            // Relaxed: a flag publishes nothing (see `look`); the fences in
+            // `Notifier::enlist` and `discharge` order it against a thread that
+            // enlists meanwhile.
+            self.gate.hot.state.fetch_and(!flag, Relaxed) & flag != 0
+        });
+    }
+}
+
 #[cfg(feature = "async")]
 impl<'a> TaskWait<'a> {
     /// Nothing registered yet: the future has not waited.
@@ -683,13 +814,4 @@ impl Drop for TaskWait<'_> {
             });
         }
     }
-}
-
-/// A fresh scope for a scoped lockdown's close: nonzero, different from the last
-/// 65,534 handed out in this process.
-fn next_scope() -> u16 {
-    static SCOPES: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
-    // Relaxed: only distinctness matters.
-    let n = SCOPES.fetch_add(1, Relaxed);
-    (n % u32::from(u16::MAX)) as u16 + 1
 }

@@ -20,7 +20,10 @@
 #![cfg_attr(not(feature = "async"), allow(dead_code))]
 
 use crate::slab::Slab;
-use crate::sync::{lock, AtomicU32, Mutex, Ordering::Acquire, Ordering::Release};
+use crate::sync::{
+    fence, lock, AtomicU32, Mutex,
+    Ordering::{Acquire, Relaxed, Release, SeqCst},
+};
 #[cfg(feature = "async")]
 use crate::user::drop_isolated;
 use crate::user::wake_each;
@@ -30,6 +33,9 @@ use core::task::Waker;
 pub(crate) struct Notifier {
     /// The futex word of sleeping threads: bumped by every wake-up.
     seq: AtomicU32,
+    /// How many threads are in the sleeping loop (`enlist` to `discharge`): the last
+    /// one out clears the group's thread flag, so no flag outlives its waiters.
+    threads: AtomicU32,
     /// The wakers of pending tasks.
     tasks: Mutex<Slab<TaskSlot>>,
     #[cfg(all(test, any(loom, shuttle)))]
@@ -40,6 +46,7 @@ impl Notifier {
     pub(crate) fn new() -> Notifier {
         Notifier {
             seq: AtomicU32::new(0),
+            threads: AtomicU32::new(0),
             tasks: Mutex::new(Slab::default()),
             #[cfg(all(test, any(loom, shuttle)))]
             stand_in: model_futex::StandIn::new(),
@@ -65,6 +72,33 @@ impl Notifier {
     #[cfg(all(test, any(loom, shuttle)))]
     pub(crate) fn sleep(&self, seq: u32) {
         self.stand_in.wait(&self.seq, seq);
+    }
+
+    /// A thread enters the sleeping loop; call before its first look at the state word.
+    #[cold]
+    pub(crate) fn enlist(&self) {
+        self.threads.fetch_add(1, Relaxed);
+        // SeqCst fence: pairs with the fence in `discharge`. This increment and that
+        // clear of the flag form a store-buffering pair: either the last thread out
+        // sees this thread counted (and wakes it to look again), or this thread's look
+        // sees the flag cleared (and sets it again itself). Never both missed.
+        fence(SeqCst);
+    }
+
+    /// A thread leaves the sleeping loop, in any way. If it was the last, it calls
+    /// `clear` (which clears the group's thread flag in the state word and says
+    /// whether it was set), then wakes any thread that enlisted meanwhile: that thread
+    /// may have seen the flag still set and gone to sleep counting on it.
+    #[cold]
+    pub(crate) fn discharge(&self, clear: impl FnOnce() -> bool) {
+        if self.threads.fetch_sub(1, Relaxed) != 1 || !clear() {
+            return;
+        }
+        // SeqCst fence: pairs with the fence in `enlist` (see there).
+        fence(SeqCst);
+        if self.threads.load(Relaxed) != 0 {
+            self.wake_threads();
+        }
     }
 
     /// Bumps the counter, then wakes every sleeping thread.

@@ -17,17 +17,30 @@
 //! | 5      | `DRAIN_TASKS`   | lockdown tasks may be pending, waiting for the last guest        |
 //! | 6      | `DONE_THREADS`  | `wait` threads may sleep, waiting for shutdown with no guest     |
 //! | 7      | `DONE_TASKS`    | `wait_async` tasks may be pending, waiting for the same          |
-//! | 8..=23 | scope           | the scoped lockdown whose own close shut the open gate, 0 if none |
-//! | 24..=63| guest count     | visits inside, plus guests that are about to back out            |
+//! | 8      | `OWNED`         | an exclusive phase holds the gate: nobody enters, nothing opens it but its end |
+//! | 9      | `SCOPED`        | the last guard operation was a scoped close that shut the open gate |
+//! | 10..=33| shuts           | how many scoped closes have shut this open gate (1..2^24-1, wrapping) |
+//! | 34..=63| guest count     | visits inside, plus guests that are about to back out            |
 //!
-//! The scope lets a scoped lockdown (`Guard::exclusive` and its forms) that gives up
-//! reopen the gate it closed, unless another guard has acted since: its close, if it
-//! shut an open gate, writes a fresh nonzero scope; every other guard operation clears
-//! the field; the back-out reopens only if the field still holds its scope. A nonzero
-//! scope implies `LOCKED`, and the fast paths compare whole words with a zero scope, so
-//! they leave all of this to the slow paths. Scopes come from a counter that wraps
-//! after 65,535: only that many scoped closes, each after a reopening, while one scoped
-//! lockdown waits, could make it reopen under another's.
+//! **The exclusive phase.** A scoped lockdown (`Guard::exclusive` and its forms)
+//! completes by setting `OWNED` in the same read-modify-write that finds the gate
+//! closed, alive, empty and not owned. `OWNED` implies `LOCKED`, so no guest gets in;
+//! `unlock` (any guard's) leaves the gate closed while it is set, a back-out opens
+//! nothing, another scoped lockdown waits at the gate until the phase ends, and
+//! `wait` waits for the phase too. Only the phase's end clears it, and unlocks in the
+//! same step (unless the fortress was killed meanwhile: then it stays closed).
+//!
+//! **The back-out record.** A scoped lockdown that must wait, and whose own close shut
+//! the *open* gate, bumps the shuts field and sets `SCOPED` in that close's
+//! read-modify-write; the new shuts value is its record. Every other guard operation
+//! clears `SCOPED` (and leaves the field). If the call gives up, it reopens the gate
+//! only if `SCOPED` is still set with its record and no phase holds the gate. The field
+//! is this fortress's own, and closes of a closed gate never bump it, so a stale
+//! back-out can reopen under another guard's *pending* scoped lockdown only if
+//! exactly a multiple of 2^24 - 1 (16,777,215) scoped closes shut this same fortress's
+//! open gate while it waited; under a *completed* one (a phase) never, because of
+//! `OWNED`. The fast paths ignore the field (it is the only part of an open, idle word
+//! that may be nonzero).
 //!
 //! The count sits above the flags and the scope, so adding or removing a guest never
 //! carries into or borrows from them: a decrement only follows its own increment, so the count never
@@ -82,17 +95,23 @@ pub const TASKS: u64 = THREADS << 1;
 pub const WAITERS: u64 = THREADS | TASKS;
 /// All flag bits; the scope and the guest count live above them.
 pub const FLAGS: u64 = LOCKED | SHUTDOWN | WAITERS;
-/// The lowest bit of the scope field.
-pub const SCOPE_SHIFT: u32 = FLAGS.count_ones();
-/// How many bits the scope field has.
-pub const SCOPE_BITS: u32 = 16;
-/// The scope field: the scoped lockdown that shut the open gate, or 0.
-pub const SCOPE: u64 = ((1 << SCOPE_BITS) - 1) << SCOPE_SHIFT;
+/// Bit 8: an exclusive phase holds the gate. Implies `LOCKED`.
+pub const OWNED: u64 = 1 << FLAGS.count_ones();
+/// Bit 9: the last guard operation was a scoped close that shut the open gate, and the
+/// shuts field holds its record. Implies `LOCKED` and not `OWNED`.
+pub const SCOPED: u64 = OWNED << 1;
+/// The lowest bit of the shuts field.
+pub const SHUTS_SHIFT: u32 = (FLAGS | OWNED | SCOPED).count_ones();
+/// How many bits the shuts field has.
+pub const SHUTS_BITS: u32 = 24;
+/// The shuts field: how many scoped closes have shut the open gate (never 0 once one
+/// has; wraps from 2^24 - 1 to 1).
+pub const SHUTS: u64 = ((1 << SHUTS_BITS) - 1) << SHUTS_SHIFT;
 /// The lowest bit of the guest count.
-pub const COUNT_SHIFT: u32 = SCOPE_SHIFT + SCOPE_BITS;
+pub const COUNT_SHIFT: u32 = SHUTS_SHIFT + SHUTS_BITS;
 /// One guest, as added to the word.
 pub const ONE_GUEST: u64 = 1 << COUNT_SHIFT;
-/// The top bit of the count. A count that reaches it (2^39 guests) stops admissions:
+/// The top bit of the count. A count that reaches it (2^29 guests) stops admissions:
 /// the process aborts before the count could ever wrap.
 pub const OVERFLOW: u64 = 1 << (u64::BITS - 1);
 /// The most guests a fortress admits.
@@ -178,6 +197,16 @@ pub enum Decision {
     Wait,
 }
 
+/// How a scoped lockdown's close went, from [`State::locked_down_scoped`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Close {
+    /// Nobody was inside: the gate is closed and this call's phase holds it.
+    Owned,
+    /// Guests are inside: drain. `Some(record)` if this close shut the open gate, so
+    /// that the call can back out with it.
+    Drain(Option<u32>),
+}
+
 /// A snapshot of the state word.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct State(pub u64);
@@ -190,6 +219,26 @@ impl State {
     pub const CLOSED: State = State(LOCKED);
     /// A new fortress.
     pub const NEW: State = State::CLOSED;
+
+    /// Open, alive, empty, nobody asleep, whatever the shuts field says: the state a
+    /// fast-path `lockdown` closes with one compare-exchange.
+    #[inline]
+    pub const fn is_idle_open(self) -> bool {
+        self.0 & !SHUTS == State::OPEN.0
+    }
+
+    /// Closed, not owned, alive, empty, nobody asleep, whatever the shuts field says:
+    /// the state a fast-path `unlock` opens with one compare-exchange.
+    #[inline]
+    pub const fn is_idle_closed(self) -> bool {
+        self.0 & !SHUTS == State::CLOSED.0
+    }
+
+    /// An exclusive phase holds the gate.
+    #[inline]
+    pub const fn owned(self) -> bool {
+        self.0 & OWNED != 0
+    }
 
     /// The gate is closed.
     #[inline]
@@ -241,7 +290,7 @@ impl State {
         match waiters {
             Waiters::Gate => !self.locked() || self.shut_down(),
             Waiters::Drain => self.shut_down() || (self.locked() && empty),
-            Waiters::Done => self.shut_down() && empty,
+            Waiters::Done => self.shut_down() && empty && !self.owned(),
         }
     }
 
@@ -320,50 +369,105 @@ impl State {
         State(self.0 - n * ONE_GUEST)
     }
 
-    /// `lockdown`: close the gate (and end any scope: a guard acted).
+    /// `lockdown`: close the gate (and end any back-out record: a guard acted). A
+    /// phase that holds the gate keeps it.
     #[inline]
     pub const fn locked_down(self) -> State {
-        State(self.0 & !SCOPE | LOCKED).settled()
+        State(self.0 & !SCOPED | LOCKED).settled()
     }
 
-    /// A scoped lockdown's close: as [`State::locked_down`], and if it shuts an open
-    /// gate, it records `scope` (nonzero) so that it can back out later.
+    /// The shuts field.
     #[inline]
-    pub const fn locked_down_scoped(self, scope: u16) -> State {
-        debug_assert!(scope != 0);
-        if self.locked() {
-            return self.locked_down();
+    const fn shuts(self) -> u32 {
+        ((self.0 & SHUTS) >> SHUTS_SHIFT) as u32
+    }
+
+    /// A scoped lockdown's close, when no phase holds the gate. If nobody is inside it
+    /// completes at once: the gate is closed and owned ([`Close::Owned`]). Otherwise it
+    /// closes the gate as [`State::locked_down`] does and must drain; if it shut the
+    /// open gate, it also records a back-out ([`Close::Drain`] with `Some`).
+    #[inline]
+    pub const fn locked_down_scoped(self) -> (State, Close) {
+        debug_assert!(!self.owned());
+        if self.guests() == 0 {
+            return (State(self.locked_down().0 | OWNED), Close::Owned);
         }
-        State(self.locked_down().0 | (scope as u64) << SCOPE_SHIFT)
+        let (closed, record) = self.locked_down_recording();
+        (closed, Close::Drain(record))
     }
 
-    /// The scope of the scoped lockdown that shut the open gate; 0 if none did, or
-    /// another guard operation came since.
+    /// The close of a scoped lockdown that will drain (a sharded fortress's always
+    /// does: its word's count is not its guests): as [`State::locked_down`], and if it
+    /// shuts the open gate, with a fresh back-out record, which it returns.
     #[inline]
-    pub const fn scope(self) -> u16 {
-        ((self.0 & SCOPE) >> SCOPE_SHIFT) as u16
+    pub const fn locked_down_recording(self) -> (State, Option<u32>) {
+        debug_assert!(!self.owned());
+        if self.locked() {
+            return (self.locked_down(), None);
+        }
+        let record = self.shuts() % ((1 << SHUTS_BITS) - 1) + 1;
+        let recorded = self.0 & !SHUTS | (record as u64) << SHUTS_SHIFT | SCOPED | LOCKED;
+        (State(recorded).settled(), Some(record))
     }
 
-    /// The back-out of the scoped lockdown `scope`: reopen the gate if no other guard
-    /// operation came since its close (and the fortress is alive).
+    /// The back-out record that is live now: the shuts field if the last guard
+    /// operation was a scoped close that shut the open gate, else 0.
     #[inline]
-    pub const fn backed_out(self, scope: u16) -> Option<State> {
-        if self.shut_down() || !self.locked() || self.scope() != scope {
+    pub const fn scope(self) -> u32 {
+        if self.0 & SCOPED == 0 {
+            return 0;
+        }
+        self.shuts()
+    }
+
+    /// The back-out of the scoped lockdown with `record`: reopen the gate if no other
+    /// guard operation came since its close (and the fortress is alive, and no phase
+    /// holds the gate).
+    #[inline]
+    pub const fn backed_out(self, record: u32) -> Option<State> {
+        if self.shut_down() || !self.locked() || self.owned() || self.scope() != record {
             return None;
         }
         Some(self.unlocked())
     }
 
-    /// `unlock`: open the gate (and end any scope).
+    /// A draining scoped lockdown finds the gate closed, alive and empty: it takes the
+    /// gate for its phase. `None` if the gate is not in that state, or a phase holds it.
     #[inline]
-    pub const fn unlocked(self) -> State {
-        State(self.0 & !(LOCKED | SCOPE)).settled()
+    pub const fn claimed(self) -> Option<State> {
+        if !self.locked() || self.shut_down() || self.owned() || self.guests() != 0 {
+            return None;
+        }
+        Some(State((self.0 & !SCOPED) | OWNED).settled())
     }
 
-    /// `kill`: shut down for good (and end any scope). The lock bit is left as it was.
+    /// `unlock`: open the gate (and end any back-out record). While a phase holds the
+    /// gate, it stays closed: the phase's end opens it.
+    #[inline]
+    pub const fn unlocked(self) -> State {
+        if self.owned() {
+            return State(self.0 & !SCOPED).settled();
+        }
+        State(self.0 & !(LOCKED | SCOPED)).settled()
+    }
+
+    /// The end of an exclusive phase: clear the mark and unlock in one step; a killed
+    /// fortress stays closed.
+    #[inline]
+    pub const fn phase_ended(self) -> State {
+        debug_assert!(self.owned(), "an exclusive phase ended twice");
+        let ended = State(self.0 & !OWNED);
+        if ended.shut_down() {
+            return ended.settled();
+        }
+        ended.unlocked()
+    }
+
+    /// `kill`: shut down for good (and end any back-out record). The lock bit and a
+    /// phase's mark are left as they were.
     #[inline]
     pub const fn killed(self) -> State {
-        State(self.0 & !SCOPE | SHUTDOWN).settled()
+        State(self.0 & !SCOPED | SHUTDOWN).settled()
     }
 
     /// A waiter announces itself before it sleeps.
@@ -401,6 +505,9 @@ impl fmt::Debug for State {
             .field("locked", &self.locked())
             .field("shut_down", &self.shut_down())
             .field("guests", &self.guests());
+        if self.owned() {
+            state.field("owned", &true);
+        }
         if self.scope() != 0 {
             state.field("scope", &self.scope());
         }
@@ -448,16 +555,17 @@ mod tests {
     #[test]
     fn layout_is_derived_and_disjoint() {
         assert_eq!(FLAGS, 0b1111_1111);
-        assert_eq!(SCOPE, 0xffff << 8);
-        assert_eq!(COUNT_SHIFT, 24);
-        assert_eq!(ONE_GUEST & (FLAGS | SCOPE), 0);
-        assert_eq!(SCOPE & FLAGS, 0);
-        assert_eq!(MAX_GUESTS, 1 << 39);
+        assert_eq!((OWNED, SCOPED), (1 << 8, 1 << 9));
+        assert_eq!(SHUTS, 0xff_ffff << 10);
+        assert_eq!(COUNT_SHIFT, 34);
+        assert_eq!(ONE_GUEST & (FLAGS | OWNED | SCOPED | SHUTS), 0);
+        assert_eq!(SHUTS & (FLAGS | OWNED | SCOPED), 0);
+        assert_eq!(MAX_GUESTS, 1 << 29);
         assert_eq!(THREADS & TASKS, 0);
         for waiters in Waiters::ALL {
             assert_eq!(waiters.flag(Kind::Task), waiters.flag(Kind::Thread) << 1);
         }
-        assert_eq!(OVERFLOW & FLAGS, 0);
+        assert_eq!(OVERFLOW & (FLAGS | OWNED | SCOPED | SHUTS), 0);
     }
 
     #[test]
@@ -466,30 +574,111 @@ mod tests {
         assert_eq!(State::CLOSED.unlocked(), State::OPEN);
         assert!(State::OPEN.woken_by(State::CLOSED).is_empty());
         assert!(State::CLOSED.woken_by(State::OPEN).is_empty());
+        // Whatever the shuts field says, the fast paths flip the lock bit alone.
+        let used = State(7 << SHUTS_SHIFT);
+        assert!(used.is_idle_open() && !used.is_idle_closed());
+        assert_eq!(used.locked_down(), State(used.0 | LOCKED));
+        assert!(State(used.0 | LOCKED).is_idle_closed());
+        assert_eq!(State(used.0 | LOCKED).unlocked(), used);
+        assert!(!State(OWNED | LOCKED).is_idle_closed());
+        assert!(!State(SCOPED | LOCKED).is_idle_closed());
+    }
+
+    /// A scoped close of the open gate with a guest inside: its state and its record.
+    fn scoped_close_with_a_guest(s: State) -> (State, u32) {
+        match s.with_guest().locked_down_scoped() {
+            (closed, Close::Drain(Some(record))) => (closed, record),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
     fn a_scoped_close_backs_out_only_if_no_guard_acted_since() {
         let open = State::OPEN.with_guest();
-        let mine = open.locked_down_scoped(7);
-        assert!(mine.locked() && mine.scope() == 7);
-        assert_eq!(mine.backed_out(7), Some(open), "nobody acted: reopen");
-        assert_eq!(mine.backed_out(8), None, "another scope's back-out");
+        let (mine, record) = scoped_close_with_a_guest(State::OPEN);
+        assert!(mine.locked() && mine.scope() == record && record != 0);
+        assert_eq!(mine.backed_out(record).map(|s| s.0 & !SHUTS), Some(open.0));
+        assert_eq!(mine.backed_out(record + 1), None, "another record");
         // Any other guard operation since the close leaves the state to it.
-        assert_eq!(mine.locked_down().backed_out(7), None);
-        assert_eq!(mine.locked_down_scoped(9).backed_out(7), None);
-        assert_eq!(
-            mine.locked_down_scoped(9).backed_out(9),
-            None,
-            "closed already"
+        assert_eq!(mine.locked_down().backed_out(record), None);
+        assert_eq!(mine.locked_down_scoped().0.backed_out(record), None);
+        assert_eq!(mine.unlocked().backed_out(record), None);
+        let (again, second) = scoped_close_with_a_guest(mine.without_guest().unlocked());
+        assert_ne!(
+            second, record,
+            "each shut of the open gate has its own record"
         );
-        assert_eq!(mine.unlocked().backed_out(7), None);
-        assert_eq!(mine.unlocked().locked_down_scoped(9).backed_out(7), None);
-        assert_eq!(mine.killed().backed_out(7), None);
-        // A gate that was closed already is not this call's to reopen.
-        assert_eq!(State::CLOSED.locked_down_scoped(7).scope(), 0);
-        // The fast paths see no scope in their states.
-        assert_eq!(mine.without_guest().unlocked(), State::OPEN);
+        assert_eq!(again.backed_out(record), None);
+        assert_eq!(mine.killed().backed_out(record), None);
+        // A gate that was closed already is not this call's to reopen, and its close
+        // leaves the shuts field alone.
+        let (closed, close) = State::CLOSED.with_guest().locked_down_scoped();
+        assert_eq!(close, Close::Drain(None));
+        assert_eq!(closed.scope(), 0);
+        assert_eq!(closed.0 & SHUTS, 0);
+        // The fast paths see an idle word once the record is over.
+        assert!(mine.without_guest().unlocked().is_idle_open());
+    }
+
+    #[test]
+    fn the_shuts_field_wraps_past_its_width_without_zero_and_within_its_bits() {
+        let top = (1 << SHUTS_BITS) - 1;
+        let s = State((top as u64) << SHUTS_SHIFT);
+        let (closed, record) = scoped_close_with_a_guest(s);
+        assert_eq!(record, 1, "after the largest record comes 1, never 0");
+        assert_eq!(closed.guests(), 1, "the count is untouched");
+        assert_eq!(closed.0 & FLAGS, LOCKED);
+    }
+
+    #[test]
+    fn a_scoped_close_of_an_empty_gate_owns_it_at_once() {
+        for start in [State::OPEN, State::CLOSED] {
+            let (owned, close) = start.locked_down_scoped();
+            assert_eq!(close, Close::Owned);
+            assert!(owned.locked() && owned.owned() && owned.scope() == 0);
+        }
+    }
+
+    #[test]
+    fn a_phase_holds_the_gate_against_every_guard_until_it_ends() {
+        let (closed, record) = scoped_close_with_a_guest(State::OPEN);
+        let drained = closed.without_guest();
+        let owned = drained.claimed().expect("closed and empty: claimed");
+        assert!(owned.owned() && owned.scope() == 0);
+        assert_eq!(owned.claimed(), None, "one phase at a time");
+        assert!(!owned.admits(), "no guest gets in");
+        assert!(
+            owned.unlocked().locked() && owned.unlocked().owned(),
+            "unlock opens nothing"
+        );
+        assert_eq!(owned.backed_out(record), None, "a back-out opens nothing");
+        assert!(
+            owned.locked_down().owned(),
+            "a plain lockdown keeps the phase"
+        );
+        assert_eq!(owned.decide(Waiters::Drain), Decision::Proceed);
+        let ended = owned.locked_down().unlocked().phase_ended();
+        assert!(
+            !ended.locked() && !ended.owned(),
+            "the end unlocks in one step"
+        );
+        // Killed during the phase: it stays closed, and `wait` waits for the end.
+        let killed = owned.killed();
+        assert!(!killed.satisfies(Waiters::Done));
+        let after = killed.phase_ended();
+        assert!(after.locked() && !after.owned() && after.satisfies(Waiters::Done));
+        assert_eq!(State(DONE_THREADS).killed().claimed(), None);
+        // A gate with a guest inside, or open, cannot be claimed.
+        assert_eq!(closed.claimed(), None);
+        assert_eq!(State::OPEN.claimed(), None);
+    }
+
+    #[test]
+    fn the_end_of_a_phase_wakes_the_guests_at_the_gate_and_done_waiters_of_a_killed_fortress() {
+        let owned = State(LOCKED | OWNED | GATE_WAITERS);
+        assert_eq!(owned.woken_by(owned.phase_ended()), Wake(GATE_WAITERS));
+        let killed = State(LOCKED | OWNED | SHUTDOWN | DONE_WAITERS);
+        assert_eq!(killed.woken_by(killed.phase_ended()), Wake(DONE_WAITERS));
     }
 
     #[test]
@@ -609,6 +798,11 @@ mod tests {
             format!("{s:?}"),
             "State { locked: true, shut_down: false, guests: 2, \
              waiters: [Gate Threads, Drain Tasks] }"
+        );
+        let s = State(LOCKED | OWNED | (5 << SHUTS_SHIFT));
+        assert_eq!(
+            format!("{s:?}"),
+            "State { locked: true, shut_down: false, guests: 0, owned: true, waiters: [] }"
         );
     }
 }

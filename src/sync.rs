@@ -11,19 +11,19 @@
 
 #[cfg(not(all(test, any(loom, shuttle))))]
 pub(crate) use std::sync::{
-    atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8},
+    atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8},
     Arc, Mutex,
 };
 
 #[cfg(all(test, loom))]
 pub(crate) use loom::sync::{
-    atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8},
+    atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8},
     Arc, Mutex,
 };
 
 #[cfg(all(test, shuttle, not(loom)))]
 pub(crate) use shuttle::sync::{
-    atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8},
+    atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8},
     Arc, Mutex,
 };
 

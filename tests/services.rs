@@ -26,7 +26,7 @@ use common::{
     announce_pending, block_within, fired, join, poll_noop, poll_with, race, recv_within, runtime,
     unlocked, until, until_asleep, until_pending, within, CountingWaker, Either, Sleepers, HANG,
 };
-use fortress_gate::internals::{links, snapshot, task_slots, State, Waiters, THREADS};
+use fortress_gate::internals::{links, snapshot, task_slots, State, Waiters, SHUTS};
 use fortress_gate::{Abort, Error, Fortress, Guard, Guest, OwnedExclusive, OwnedVisit, Worker};
 use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
@@ -211,9 +211,10 @@ fn assert_closed(fortress: &Fortress, guest: &Guest, what: &str) {
     );
 }
 
-/// The state without the flags of threads that may sleep.
-fn without_thread_flags(s: State) -> State {
-    State(s.0 & !THREADS)
+/// The state word without its history (how many scoped closes shut the open gate),
+/// to compare with the states of a fresh fortress.
+fn word(fortress: &Fortress) -> State {
+    State(snapshot(fortress).0 & !SHUTS)
 }
 
 /// Polls a new entry future until it is pending and registered. Its first poll may
@@ -272,13 +273,8 @@ fn a_scoped_lockdown_whose_token_fires_while_it_waits_reopens_the_gate_it_shut()
         assert!(!inside.lockdown_pending(), "{what}");
         assert_eq!(fortress.guests(), 1, "{what}: the visit inside goes on");
         drop(inside);
-        // A thread that gave up may leave its flag until its condition next holds,
-        // as every aborted wait of a thread does; nothing else is left.
-        assert_eq!(
-            without_thread_flags(snapshot(&fortress)),
-            State::OPEN,
-            "{what}"
-        );
+        // A thread that gave up leaves no flag, and nothing else is left.
+        assert_eq!(word(&fortress), State::OPEN, "{what}");
     }
 }
 
@@ -296,7 +292,7 @@ fn a_scoped_lockdown_with_a_fired_token_and_a_visit_inside_reopens_the_gate_it_s
         assert_open(&fortress, &guest, &what);
         assert!(!inside.lockdown_pending(), "{what}");
         drop(inside);
-        assert_eq!(snapshot(&fortress), State::OPEN, "{what}");
+        assert_eq!(word(&fortress), State::OPEN, "{what}");
     }
 }
 
@@ -396,7 +392,7 @@ fn a_scoped_lockdown_giving_up_after_another_guards_lockdown_leaves_the_gate_to_
             Ok(()),
             "{what}: it completes normally when the visit leaves"
         );
-        assert_eq!(snapshot(&fortress), State::CLOSED, "{what}");
+        assert_eq!(word(&fortress), State::CLOSED, "{what}");
     }
 }
 
@@ -422,7 +418,7 @@ fn an_async_scoped_lockdown_dropped_after_another_guards_lockdown_leaves_the_gat
         assert!(!theirs.is_finished(), "{what}: the other lockdown returned");
         drop(inside);
         assert_eq!(join(&rt, "the other lockdown", theirs), Ok(()), "{what}");
-        assert_eq!(snapshot(&fortress), State::CLOSED, "{what}");
+        assert_eq!(word(&fortress), State::CLOSED, "{what}");
     }
 }
 
@@ -614,7 +610,7 @@ fn an_exclusive_async_cut_short_by_a_tokio_timeout_reopens_the_gate_and_new_visi
         );
         assert_eq!(fortress.guests(), 1, "{what}: the visit inside goes on");
         drop(inside);
-        assert_eq!(snapshot(&fortress), State::OPEN, "{what}");
+        assert_eq!(word(&fortress), State::OPEN, "{what}");
     }
 }
 
@@ -640,7 +636,7 @@ fn an_exclusive_async_that_loses_a_select_style_race_reopens_the_gate() {
         assert_eq!(join(&rt, &what, task), Either::Right("the other branch"));
         assert_open(&fortress, &guest, &what);
         drop(inside);
-        assert_eq!(snapshot(&fortress), State::OPEN, "{what}");
+        assert_eq!(word(&fortress), State::OPEN, "{what}");
     }
 }
 
@@ -694,7 +690,7 @@ fn an_exclusive_async_dropped_before_its_first_poll_changes_nothing() {
         drop(scoped_future(form, &guard, &never));
         assert_eq!(snapshot(&fortress), before, "{what}");
         drop(inside);
-        assert_eq!(snapshot(&fortress), State::CLOSED, "{what}");
+        assert_eq!(word(&fortress), State::CLOSED, "{what}");
     }
 }
 
@@ -713,7 +709,7 @@ fn an_exclusive_async_dropped_after_the_drain_but_before_its_next_poll_still_bac
         assert!(fortress.is_locked(), "{what}");
         drop(pending); // it never completed
         assert_open(&fortress, &guest, &what);
-        assert_eq!(snapshot(&fortress), State::OPEN, "{what}");
+        assert_eq!(word(&fortress), State::OPEN, "{what}");
     }
 }
 
@@ -1440,7 +1436,7 @@ fn a_thousand_dropped_pending_entries_leave_no_waker_and_the_task_set_does_not_g
     }
     drop(steady);
     assert_eq!(task_slots(&fortress).0, 0);
-    assert_eq!(snapshot(&fortress), State::OPEN);
+    assert_eq!(word(&fortress), State::OPEN);
 }
 
 #[test]
