@@ -488,6 +488,57 @@ fn a_panicking_task_waker_fired_at_a_deadline_does_not_stop_later_deadlines() {
     );
 }
 
+/// A task waker whose `wake` arms a deadline of its own: it polls, once, the
+/// `aborted()` future of a fresh token with a deadline, which enters that token in the
+/// shared timer (and leaves it again as the token is dropped).
+#[derive(Default)]
+struct ArmsADeadline {
+    armed: AtomicBool,
+}
+
+impl Wake for ArmsADeadline {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let later = Abort::after(HOUR);
+        let mut aborted = pin!(later.aborted());
+        assert!(poll_with(aborted.as_mut(), Waker::noop()).is_pending());
+        self.armed.store(true, SeqCst);
+    }
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "runs in a child process")]
+fn a_task_waker_fired_at_a_deadline_may_arm_another_deadline_and_later_deadlines_still_fire() {
+    // The timer thread fires a deadline's wakers after it has released its own lock. A
+    // timer that ran them under it (the bug this pins) would deadlock on the waker's
+    // arming, and no deadline would fire again in that process: hence a child process.
+    in_own_process(
+        "a_task_waker_fired_at_a_deadline_may_arm_another_deadline_and_later_deadlines_still_fire",
+        || {
+            let first = Fortress::new();
+            let guest = first.guest();
+            // Leaked if the test fails: dropping it would take the deadlocked timer's lock.
+            let token = LeakOnPanic(Some(Abort::after(Duration::from_millis(100))));
+            let arms = Arc::new(ArmsADeadline::default());
+            let mut entry = pin!(guest.enter_async(&token));
+            assert!(poll_with(entry.as_mut(), &Waker::from(Arc::clone(&arms))).is_pending());
+
+            let second = Fortress::new();
+            let other = second.guest();
+            let visited = within_for(SOON, "a visit with a later deadline", move || {
+                other.visit(|| (), &Abort::after(Duration::from_millis(200)))
+            });
+            assert_eq!(visited, Err(Error::Aborted));
+            until("the waker fired at the first deadline to arm its own", || {
+                arms.armed.load(SeqCst)
+            });
+        },
+    );
+}
+
 // ----- Wakers that re-enter or panic when dropped -----
 
 #[test]
