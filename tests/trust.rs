@@ -631,6 +631,57 @@ fn unlock_wakes_every_task_and_does_not_panic_when_one_task_waker_panics_as_it_i
     );
 }
 
+#[test]
+fn repolling_a_pending_entry_with_a_new_waker_when_the_old_one_panics_as_it_is_dropped_does_not_panic()
+{
+    let fortress = Fortress::new();
+    let guest = fortress.guest();
+    let abort = Abort::never();
+    let mut entry = pin!(guest.enter_async(&abort));
+    let panicky = Waker::from(Arc::new(PanicOnDrop));
+    assert!(poll_with(entry.as_mut(), &panicky).is_pending());
+    common::until_pending(&fortress, Sleepers::Gate); // its waker is stored
+    drop(panicky); // the fortress holds the last clone now: replacing it drops it
+
+    let (counting, count) = CountingWaker::new();
+    let repolled = catch_unwind(AssertUnwindSafe(|| {
+        poll_with(entry.as_mut(), &counting).is_pending()
+    }));
+    assert_eq!(
+        repolled.ok(),
+        Some(true),
+        "the poll that replaced the panicking waker panicked (or was not pending)"
+    );
+    // The fortress still works: the new waker is the one woken, and the entry enters.
+    fortress.guard().unlock().unwrap();
+    assert_eq!(count.wakes(), 1, "the new waker was not woken");
+    match poll_with(entry.as_mut(), &counting) {
+        Poll::Ready(Ok(visit)) => drop(visit),
+        other => panic!("the gate is open, yet the entry gave {other:?}"),
+    }
+    assert_eq!(fortress.guests(), 0);
+}
+
+#[test]
+fn dropping_a_pending_aborted_future_whose_waker_panics_as_it_is_dropped_does_not_panic() {
+    let abort = Abort::new();
+    let mut aborted = Box::pin(abort.aborted());
+    let panicky = Waker::from(Arc::new(PanicOnDrop));
+    assert!(poll_with(aborted.as_mut(), &panicky).is_pending());
+    drop(panicky); // the token holds the last clone now: dropping the future drops it
+    assert!(
+        returns_without_panicking(move || drop(aborted)),
+        "dropping the pending future panicked"
+    );
+    // The token still fires the others.
+    let (counting, count) = CountingWaker::new();
+    let mut other = pin!(abort.aborted());
+    assert!(poll_with(other.as_mut(), &counting).is_pending());
+    abort.abort();
+    assert_eq!(count.wakes(), 1, "the other future was not woken");
+    assert!(poll_with(other.as_mut(), &counting).is_ready());
+}
+
 // ----- Extreme tokens -----
 
 #[test]
