@@ -532,7 +532,7 @@ fn a_task_waker_fired_at_a_deadline_may_arm_another_deadline_and_later_deadlines
                 other.visit(|| (), &Abort::after(Duration::from_millis(200)))
             });
             assert_eq!(visited, Err(Error::Aborted));
-            until("the waker fired at the first deadline to arm its own", || {
+            until("the waker to arm its own deadline", || {
                 arms.armed.load(SeqCst)
             });
         },
@@ -632,8 +632,7 @@ fn unlock_wakes_every_task_and_does_not_panic_when_one_task_waker_panics_as_it_i
 }
 
 #[test]
-fn repolling_a_pending_entry_with_a_new_waker_when_the_old_one_panics_as_it_is_dropped_does_not_panic()
-{
+fn a_repoll_that_replaces_a_waker_which_panics_as_it_is_dropped_does_not_panic() {
     let fortress = Fortress::new();
     let guest = fortress.guest();
     let abort = Abort::never();
