@@ -963,6 +963,91 @@ fn a_wake_that_arrives_while_a_from_future_source_is_being_polled_is_not_lost() 
     assert!(fires_soon(&abort), "the wake during the poll was lost");
 }
 
+/// A source that, when polled, drops the last handle of its own token if the test has
+/// put it where the poll finds it, and otherwise hands its waker to the test. It keeps
+/// its waker, as real futures do, so a source the crate forgets is never dropped. It
+/// counts its drops, and the polls it gets after it has dropped its token.
+struct DropsItsOwnToken {
+    token: Arc<Mutex<Option<Abort>>>,
+    waker: Arc<Mutex<Option<Waker>>>,
+    kept: Option<Waker>,
+    token_dropped: Arc<AtomicBool>,
+    polls_after: Arc<AtomicUsize>,
+    drops: Arc<AtomicUsize>,
+}
+
+impl Future for DropsItsOwnToken {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.token_dropped.load(SeqCst) {
+            self.polls_after.fetch_add(1, SeqCst);
+        }
+        self.kept = Some(cx.waker().clone());
+        let token = self.token.lock().unwrap().take();
+        match token {
+            Some(token) => {
+                drop(token); // the last handle: the token is gone
+                self.token_dropped.store(true, SeqCst);
+            }
+            None => *self.waker.lock().unwrap() = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for DropsItsOwnToken {
+    fn drop(&mut self) {
+        self.drops.fetch_add(1, SeqCst);
+    }
+}
+
+#[test]
+fn a_from_future_source_that_drops_its_own_token_while_polled_is_dropped_and_never_polled_again() {
+    let token = Arc::new(Mutex::new(None));
+    let waker = Arc::new(Mutex::new(None::<Waker>));
+    let token_dropped = Arc::new(AtomicBool::new(false));
+    let polls_after = Arc::new(AtomicUsize::new(0));
+    let drops = Arc::new(AtomicUsize::new(0));
+    let abort = Abort::from_future(DropsItsOwnToken {
+        token: Arc::clone(&token),
+        waker: Arc::clone(&waker),
+        kept: None,
+        token_dropped: Arc::clone(&token_dropped),
+        polls_after: Arc::clone(&polls_after),
+        drops: Arc::clone(&drops),
+    });
+    // The only handle left.
+    *token.lock().unwrap() = Some(abort);
+    // Its first poll may have run already, and found no token: wake it for another.
+    until("the source to drop its own token", || {
+        let woken = waker.lock().unwrap().take();
+        if let Some(woken) = woken {
+            woken.wake();
+        }
+        token_dropped.load(SeqCst)
+    });
+    let start = Instant::now();
+    while drops.load(SeqCst) == 0 {
+        assert_eq!(
+            polls_after.load(SeqCst),
+            0,
+            "the source was polled again after its token was gone"
+        );
+        assert!(
+            start.elapsed() < SOON,
+            "the source was not dropped within {SOON:?} of dropping its own token"
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(drops.load(SeqCst), 1);
+    assert_eq!(
+        polls_after.load(SeqCst),
+        0,
+        "the source was polled after its token was gone"
+    );
+}
+
 // ----- occupy -----
 
 #[test]
