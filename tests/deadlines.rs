@@ -627,9 +627,8 @@ fn aborted_awaited_alone_wakes_its_task_at_the_deadline() {
     let abort = Abort::after(WAIT);
     let deadline = abort.deadline().unwrap();
     let completed = block_on_wakes(abort.aborted()).map(|()| Instant::now());
-    let returned = completed.unwrap_or_else(|| {
-        panic!("aborted() was never woken: still pending after {HANG:?}")
-    });
+    let returned = completed
+        .unwrap_or_else(|| panic!("aborted() was never woken: still pending after {HANG:?}"));
     assert_returned_promptly_after(deadline, returned);
     assert!(abort.is_aborted());
 }
