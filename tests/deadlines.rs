@@ -24,11 +24,14 @@ const SHARDS: usize = 0;
 
 use common::{
     fired, race, runtime, unlocked, until, until_asleep, until_asleep_or, until_pending,
-    until_pending_or, within, Either, Sleepers,
+    until_pending_or, within, Either, Sleepers, HANG,
 };
 use fortress_gate::{Abort, Error, Fortress, Worker};
+use std::future::Future;
+use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -86,6 +89,42 @@ fn occupied() -> (Fortress, fortress_gate::OwnedVisit) {
     let fortress = unlocked();
     let visit = fortress.guest().enter_owned(&Abort::never()).unwrap();
     (fortress, visit)
+}
+
+/// Runs `fut` on this thread: polls it once, then again only after its waker has been
+/// called. Nothing else polls it (unlike `common::block_within`, whose timeout polls
+/// once more at its own deadline and so hides a lost wake-up). `None` if it is still
+/// pending after [`HANG`]: the wake-up it waited for never came.
+fn block_on_wakes<F: Future>(fut: F) -> Option<F::Output> {
+    struct Unpark {
+        woken: AtomicBool,
+        thread: thread::Thread,
+    }
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.woken.store(true, SeqCst);
+            self.thread.unpark();
+        }
+    }
+    let unpark = Arc::new(Unpark {
+        woken: AtomicBool::new(false),
+        thread: thread::current(),
+    });
+    let waker = Waker::from(Arc::clone(&unpark));
+    let mut fut = pin!(fut);
+    let start = Instant::now();
+    loop {
+        if let Poll::Ready(out) = fut.as_mut().poll(&mut Context::from_waker(&waker)) {
+            return Some(out);
+        }
+        // A wake during the poll left the flag set: poll again at once.
+        while !unpark.woken.swap(false, SeqCst) {
+            thread::park_timeout(HANG.checked_sub(start.elapsed())?);
+        }
+    }
 }
 
 /// Sets its flag when dropped.
@@ -578,6 +617,20 @@ fn a_pending_lockdown_async_returns_aborted_promptly_after_its_deadline() {
     assert!(fortress.is_locked(), "the gate stays closed");
     assert_eq!(fortress.guests(), 1);
     drop(visit);
+}
+
+#[test]
+fn aborted_awaited_alone_wakes_its_task_at_the_deadline() {
+    // Nothing else waits on the token, so only `aborted()` itself can put the deadline
+    // in the timer; the executor polls only when woken, so nothing else looks at the
+    // clock for it.
+    let abort = Abort::after(WAIT);
+    let deadline = abort.deadline().unwrap();
+    let completed = block_on_wakes(abort.aborted()).map(|()| Instant::now());
+    let returned = completed
+        .unwrap_or_else(|| panic!("aborted() was never woken: still pending after {HANG:?}"));
+    assert_returned_promptly_after(deadline, returned);
+    assert!(abort.is_aborted());
 }
 
 // ----- Tokens fed by a future: `CancellationToken` -----

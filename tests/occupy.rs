@@ -143,6 +143,70 @@ fn abort_during_a_slow_start_kills_and_waits_for_the_new_worker() {
 }
 
 #[test]
+fn occupy_woken_by_the_gate_opening_starts_the_worker_though_the_token_fired_before_its_visit_began(
+) {
+    // Rule U6: occupy reads the token once its visit has begun. Here it sleeps at the
+    // locked gate; the gate opens, then the token fires. The state decides first, so the
+    // wait ends by the gate opening, and a token that had fired by the time the visit
+    // began cut no wait short: the worker starts and is returned. (A token read before
+    // the visit began would not have fired yet; read again once `start` has returned, it
+    // would have, and the new worker would be killed and the answer `Aborted`.)
+    //
+    // `start` waits for the token, so it has always fired by the time `start` returns.
+    // If the occupying thread wakes and begins its visit between the unlock and the
+    // abort, the token fires while `start` runs, and `Aborted` is right then: that
+    // interleaving is rare, and a few tries give the other one (the first, most often).
+    let tries = 20;
+    let mut outcomes = Vec::new();
+    for _ in 0..tries {
+        let fortress = common::fortress();
+        let abort = Abort::new();
+        let (guest, token) = (fortress.guest(), abort.clone());
+        let worker = Arc::new(Sleeper::default());
+        let probe = Arc::clone(&worker);
+        let occupying = thread::spawn(move || {
+            let fired_at_start = AtomicBool::new(false);
+            let start = || {
+                fired_at_start.store(token.is_aborted(), SeqCst);
+                common::until("the token to fire", || token.is_aborted());
+                Ok::<_, NoCharm>(SharedSleeper(worker))
+            };
+            let got = occupy(&guest, start, &token).map(|occupied| {
+                let killed = occupied.0.was_killed();
+                occupied.kill();
+                occupied.wait().unwrap();
+                killed
+            });
+            (fired_at_start.load(SeqCst), got)
+        });
+        until_asleep(&fortress, Sleepers::Gate);
+        fortress.guard().unlock().unwrap();
+        abort.abort();
+        let (fired_at_start, got) = within("occupy", move || occupying.join().unwrap());
+        match got {
+            Ok(killed) => {
+                assert!(fired_at_start, "the token fired after start began, yet Ok");
+                assert!(!killed, "the worker returned was killed");
+            }
+            Err(ref err) => {
+                assert_eq!(*err, OccupyError::Fortress(Error::Aborted));
+                assert!(probe.was_killed(), "the orphan worker was not killed");
+            }
+        }
+        assert_eq!(fortress.guests(), 0);
+        let started = got.is_ok() && fired_at_start;
+        outcomes.push((fired_at_start, got));
+        if started {
+            return;
+        }
+    }
+    panic!(
+        "in {tries} tries, occupy never started the worker when the token fired after the \
+         gate opened (fired at start, result): {outcomes:?}"
+    );
+}
+
+#[test]
 fn a_worker_thread_holds_the_fortress_open_for_its_whole_life() {
     let fortress = unlocked();
     let (tx, rx) = mpsc::channel();

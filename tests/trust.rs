@@ -488,6 +488,57 @@ fn a_panicking_task_waker_fired_at_a_deadline_does_not_stop_later_deadlines() {
     );
 }
 
+/// A task waker whose `wake` arms a deadline of its own: it polls, once, the
+/// `aborted()` future of a fresh token with a deadline, which enters that token in the
+/// shared timer (and leaves it again as the token is dropped).
+#[derive(Default)]
+struct ArmsADeadline {
+    armed: AtomicBool,
+}
+
+impl Wake for ArmsADeadline {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let later = Abort::after(HOUR);
+        let mut aborted = pin!(later.aborted());
+        assert!(poll_with(aborted.as_mut(), Waker::noop()).is_pending());
+        self.armed.store(true, SeqCst);
+    }
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "runs in a child process")]
+fn a_task_waker_fired_at_a_deadline_may_arm_another_deadline_and_later_deadlines_still_fire() {
+    // The timer thread fires a deadline's wakers after it has released its own lock. A
+    // timer that ran them under it (the bug this pins) would deadlock on the waker's
+    // arming, and no deadline would fire again in that process: hence a child process.
+    in_own_process(
+        "a_task_waker_fired_at_a_deadline_may_arm_another_deadline_and_later_deadlines_still_fire",
+        || {
+            let first = Fortress::new();
+            let guest = first.guest();
+            // Leaked if the test fails: dropping it would take the deadlocked timer's lock.
+            let token = LeakOnPanic(Some(Abort::after(Duration::from_millis(100))));
+            let arms = Arc::new(ArmsADeadline::default());
+            let mut entry = pin!(guest.enter_async(&token));
+            assert!(poll_with(entry.as_mut(), &Waker::from(Arc::clone(&arms))).is_pending());
+
+            let second = Fortress::new();
+            let other = second.guest();
+            let visited = within_for(SOON, "a visit with a later deadline", move || {
+                other.visit(|| (), &Abort::after(Duration::from_millis(200)))
+            });
+            assert_eq!(visited, Err(Error::Aborted));
+            until("the waker to arm its own deadline", || {
+                arms.armed.load(SeqCst)
+            });
+        },
+    );
+}
+
 // ----- Wakers that re-enter or panic when dropped -----
 
 #[test]
@@ -578,6 +629,56 @@ fn unlock_wakes_every_task_and_does_not_panic_when_one_task_waker_panics_as_it_i
         "unlock returned normally: {returned}; the other task was woken {} times (want 1)",
         count.wakes()
     );
+}
+
+#[test]
+fn a_repoll_that_replaces_a_waker_which_panics_as_it_is_dropped_does_not_panic() {
+    let fortress = Fortress::new();
+    let guest = fortress.guest();
+    let abort = Abort::never();
+    let mut entry = pin!(guest.enter_async(&abort));
+    let panicky = Waker::from(Arc::new(PanicOnDrop));
+    assert!(poll_with(entry.as_mut(), &panicky).is_pending());
+    common::until_pending(&fortress, Sleepers::Gate); // its waker is stored
+    drop(panicky); // the fortress holds the last clone now: replacing it drops it
+
+    let (counting, count) = CountingWaker::new();
+    let repolled = catch_unwind(AssertUnwindSafe(|| {
+        poll_with(entry.as_mut(), &counting).is_pending()
+    }));
+    assert_eq!(
+        repolled.ok(),
+        Some(true),
+        "the poll that replaced the panicking waker panicked (or was not pending)"
+    );
+    // The fortress still works: the new waker is the one woken, and the entry enters.
+    fortress.guard().unlock().unwrap();
+    assert_eq!(count.wakes(), 1, "the new waker was not woken");
+    match poll_with(entry.as_mut(), &counting) {
+        Poll::Ready(Ok(visit)) => drop(visit),
+        other => panic!("the gate is open, yet the entry gave {other:?}"),
+    }
+    assert_eq!(fortress.guests(), 0);
+}
+
+#[test]
+fn dropping_a_pending_aborted_future_whose_waker_panics_as_it_is_dropped_does_not_panic() {
+    let abort = Abort::new();
+    let mut aborted = Box::pin(abort.aborted());
+    let panicky = Waker::from(Arc::new(PanicOnDrop));
+    assert!(poll_with(aborted.as_mut(), &panicky).is_pending());
+    drop(panicky); // the token holds the last clone now: dropping the future drops it
+    assert!(
+        returns_without_panicking(move || drop(aborted)),
+        "dropping the pending future panicked"
+    );
+    // The token still fires the others.
+    let (counting, count) = CountingWaker::new();
+    let mut other = pin!(abort.aborted());
+    assert!(poll_with(other.as_mut(), &counting).is_pending());
+    abort.abort();
+    assert_eq!(count.wakes(), 1, "the other future was not woken");
+    assert!(poll_with(other.as_mut(), &counting).is_ready());
 }
 
 // ----- Extreme tokens -----
@@ -860,6 +961,91 @@ fn a_wake_that_arrives_while_a_from_future_source_is_being_polled_is_not_lost() 
     };
     let abort = within_for(SOON, "from_future", move || Abort::from_future(source));
     assert!(fires_soon(&abort), "the wake during the poll was lost");
+}
+
+/// A source that, when polled, drops the last handle of its own token if the test has
+/// put it where the poll finds it, and otherwise hands its waker to the test. It keeps
+/// its waker, as real futures do, so a source the crate forgets is never dropped. It
+/// counts its drops, and the polls it gets after it has dropped its token.
+struct DropsItsOwnToken {
+    token: Arc<Mutex<Option<Abort>>>,
+    waker: Arc<Mutex<Option<Waker>>>,
+    kept: Option<Waker>,
+    token_dropped: Arc<AtomicBool>,
+    polls_after: Arc<AtomicUsize>,
+    drops: Arc<AtomicUsize>,
+}
+
+impl Future for DropsItsOwnToken {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.token_dropped.load(SeqCst) {
+            self.polls_after.fetch_add(1, SeqCst);
+        }
+        self.kept = Some(cx.waker().clone());
+        let token = self.token.lock().unwrap().take();
+        match token {
+            Some(token) => {
+                drop(token); // the last handle: the token is gone
+                self.token_dropped.store(true, SeqCst);
+            }
+            None => *self.waker.lock().unwrap() = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for DropsItsOwnToken {
+    fn drop(&mut self) {
+        self.drops.fetch_add(1, SeqCst);
+    }
+}
+
+#[test]
+fn a_from_future_source_that_drops_its_own_token_while_polled_is_dropped_and_never_polled_again() {
+    let token = Arc::new(Mutex::new(None));
+    let waker = Arc::new(Mutex::new(None::<Waker>));
+    let token_dropped = Arc::new(AtomicBool::new(false));
+    let polls_after = Arc::new(AtomicUsize::new(0));
+    let drops = Arc::new(AtomicUsize::new(0));
+    let abort = Abort::from_future(DropsItsOwnToken {
+        token: Arc::clone(&token),
+        waker: Arc::clone(&waker),
+        kept: None,
+        token_dropped: Arc::clone(&token_dropped),
+        polls_after: Arc::clone(&polls_after),
+        drops: Arc::clone(&drops),
+    });
+    // The only handle left.
+    *token.lock().unwrap() = Some(abort);
+    // Its first poll may have run already, and found no token: wake it for another.
+    until("the source to drop its own token", || {
+        let woken = waker.lock().unwrap().take();
+        if let Some(woken) = woken {
+            woken.wake();
+        }
+        token_dropped.load(SeqCst)
+    });
+    let start = Instant::now();
+    while drops.load(SeqCst) == 0 {
+        assert_eq!(
+            polls_after.load(SeqCst),
+            0,
+            "the source was polled again after its token was gone"
+        );
+        assert!(
+            start.elapsed() < SOON,
+            "the source was not dropped within {SOON:?} of dropping its own token"
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(drops.load(SeqCst), 1);
+    assert_eq!(
+        polls_after.load(SeqCst),
+        0,
+        "the source was polled after its token was gone"
+    );
 }
 
 // ----- occupy -----
