@@ -9,17 +9,26 @@
 //! The wake-up row alternates single hand-offs instead (fortress, tokio, tokio,
 //! fortress, ...) and compares the medians of the two latencies.
 //!
-//!     cargo run -p fortress-gate-benches --release --bin paired [-- --runs 3]
+//! The `after_waits` rows compare a fortress on which 1,000 waits of every kind ended
+//! without success (aborted, or their future dropped) with a fresh one, in the same
+//! alternating blocks: the waits must leave nothing that slows the fast paths.
+//!
+//!     cargo run -p fortress-gate-benches --release --bin paired [-- --runs 3] [-- --only KEY]
 //!
 //! `PAIRED_ROUNDS` sets the rounds per row (default 1000; the wake-up row runs twice as
-//! many hand-offs of each).
+//! many hand-offs of each). `--only KEY` runs just the rows whose key (printed beside
+//! each row) or name contains `KEY`, e.g. `--only after_waits`.
 
-use fortress_gate::{Abort, Fortress, Guard, Guest};
+use fortress_gate::{Abort, Error, Fortress, Guard, Guest};
 use fortress_gate_benches::{block_on, Padded, WakeUps};
+use std::future::Future;
 use std::hint::black_box;
+use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
-use std::time::Instant;
+use std::task::{Context, Poll, Waker};
+use std::thread;
+use std::time::{Duration, Instant};
 
 /// Calls of one side per block: about half a millisecond of 6 ns operations.
 const BLOCK: u32 = 80_000;
@@ -84,8 +93,36 @@ fn open(fortress: Fortress) -> (Fortress, Guard, Guest) {
     (fortress, guard, guest)
 }
 
-/// The rows of one run: name, target, measurement.
-fn run(rounds: usize) -> Vec<(&'static str, Option<f64>, Row)> {
+/// The rows of one run, as they are measured: key, name, target, measurement.
+struct Rows<'a> {
+    /// Only the rows whose key or name contains this, if given.
+    only: Option<&'a str>,
+    rows: Vec<(&'static str, &'static str, Option<f64>, Row)>,
+}
+
+impl Rows<'_> {
+    /// Whether a row with this key or name is to run.
+    fn wants(&self, key: &str, name: &str) -> bool {
+        self.only
+            .is_none_or(|only| key.contains(only) || name.contains(only))
+    }
+
+    /// Measures the row (only if it is wanted) and adds it.
+    fn add(
+        &mut self,
+        key: &'static str,
+        name: &'static str,
+        target: Option<f64>,
+        measure: impl FnOnce() -> Row,
+    ) {
+        if self.wants(key, name) {
+            self.rows.push((key, name, target, measure()));
+        }
+    }
+}
+
+/// The rows of one run: key, name, target, measurement.
+fn run(rounds: usize, only: Option<&str>) -> Vec<(&'static str, &'static str, Option<f64>, Row)> {
     let never = Abort::never();
     let word = Padded::default();
     let (_f, guard, guest) = open(Fortress::new());
@@ -95,34 +132,34 @@ fn run(rounds: usize) -> Vec<(&'static str, Option<f64>, Row)> {
     let async_lock = async_lock::RwLock::new(());
     let visit = || guest.visit(|| black_box(()), &never).unwrap();
     let pair = || atomic_pair(&word.0);
-    let mut rows = vec![
-        (
-            "visit / atomic pair",
-            Some(1.05),
-            paired(rounds, visit, pair),
-        ),
-        (
-            "visit / std RwLock read",
-            Some(0.90),
-            paired(rounds, visit, || drop(black_box(std_lock.read().unwrap()))),
-        ),
-        (
-            "std RwLock read / atomic pair (the floor)",
-            None,
-            paired(rounds, || drop(black_box(std_lock.read().unwrap())), pair),
-        ),
-        (
-            "enter+drop / atomic pair",
-            Some(1.10),
-            paired(
-                rounds,
-                || drop(black_box(guest.enter(&never).unwrap())),
-                pair,
-            ),
-        ),
-        (
-            "lockdown+unlock / std write+drop",
-            Some(1.10),
+    let mut rows = Rows {
+        only,
+        rows: Vec::new(),
+    };
+    rows.add("visit_pair", "visit / atomic pair", Some(1.05), || {
+        paired(rounds, visit, pair)
+    });
+    rows.add("visit_std", "visit / std RwLock read", Some(0.90), || {
+        paired(rounds, visit, || drop(black_box(std_lock.read().unwrap())))
+    });
+    rows.add(
+        "std_pair",
+        "std RwLock read / atomic pair (the floor)",
+        None,
+        || paired(rounds, || drop(black_box(std_lock.read().unwrap())), pair),
+    );
+    rows.add("enter_pair", "enter+drop / atomic pair", Some(1.10), || {
+        paired(
+            rounds,
+            || drop(black_box(guest.enter(&never).unwrap())),
+            pair,
+        )
+    });
+    rows.add(
+        "lockdown_std",
+        "lockdown+unlock / std write+drop",
+        Some(1.10),
+        || {
             paired(
                 rounds,
                 || {
@@ -130,40 +167,198 @@ fn run(rounds: usize) -> Vec<(&'static str, Option<f64>, Row)> {
                     guard.unlock().unwrap();
                 },
                 || drop(black_box(std_lock.write().unwrap())),
-            ),
-        ),
-        (
-            "sharded enter+drop / atomic pair",
-            Some(1.30),
+            )
+        },
+    );
+    rows.add(
+        "sharded_pair",
+        "sharded enter+drop / atomic pair",
+        Some(1.30),
+        || {
             paired(
                 rounds,
                 || drop(black_box(sharded.enter(&never).unwrap())),
                 pair,
-            ),
-        ),
-    ];
+            )
+        },
+    );
     let enter_async =
         || block_on(async { drop(black_box(guest.enter_async(&never).await.unwrap())) });
-    rows.push((
+    rows.add(
+        "async_tokio",
         "async enter+drop / tokio RwLock read",
         Some(0.45),
-        paired(rounds, enter_async, || {
-            block_on(async { drop(black_box(tokio_lock.read().await)) })
-        }),
-    ));
-    rows.push((
+        || {
+            paired(rounds, enter_async, || {
+                block_on(async { drop(black_box(tokio_lock.read().await)) })
+            })
+        },
+    );
+    rows.add(
+        "async_async_lock",
         "async enter+drop / async-lock read",
         Some(1.00),
-        paired(rounds, enter_async, || {
-            block_on(async { drop(black_box(async_lock.read().await)) })
-        }),
-    ));
-    rows.push((
+        || {
+            paired(rounds, enter_async, || {
+                block_on(async { drop(black_box(async_lock.read().await)) })
+            })
+        },
+    );
+    rows.add(
+        "wake_up",
         "async wake-up unlock->task / tokio RwLock",
         Some(1.00),
-        wake_ups(rounds * 2),
-    ));
-    rows
+        || wake_ups(rounds * 2),
+    );
+    after_waits_rows(&mut rows, rounds);
+    rows.rows
+}
+
+/// How many waits of each kind end without success before the `after_waits` rows.
+const AFTER_WAITS: usize = 1_000;
+
+/// The `after_waits` rows: a fortress on which [`AFTER_WAITS`] waits of every kind
+/// ended without success, against a fresh one, both open and single-word.
+fn after_waits_rows(rows: &mut Rows<'_>, rounds: usize) {
+    const LOCKDOWN: (&str, &str) = (
+        "after_waits_lockdown",
+        "after 1,000 aborted waits: lockdown+unlock / fresh",
+    );
+    const ENTER: (&str, &str) = (
+        "after_waits_enter",
+        "after 1,000 aborted waits: enter+drop / fresh",
+    );
+    if !rows.wants(LOCKDOWN.0, LOCKDOWN.1) && !rows.wants(ENTER.0, ENTER.1) {
+        return; // the waits take about a second: skip them too
+    }
+    let never = Abort::never();
+    let (_a, after_guard, after_guest) = open(after_aborted_waits(AFTER_WAITS));
+    let (_f, fresh_guard, fresh_guest) = open(Fortress::new());
+    let cycle = |guard: &Guard| {
+        guard.lockdown(&never).unwrap();
+        guard.unlock().unwrap();
+    };
+    rows.add(LOCKDOWN.0, LOCKDOWN.1, Some(1.05), || {
+        paired(rounds, || cycle(&after_guard), || cycle(&fresh_guard))
+    });
+    rows.add(ENTER.0, ENTER.1, Some(1.05), || {
+        paired(
+            rounds,
+            || drop(black_box(after_guest.enter(&never).unwrap())),
+            || drop(black_box(fresh_guest.enter(&never).unwrap())),
+        )
+    });
+}
+
+/// A new single-word fortress on which `n` waits of every kind have ended without
+/// success, each after it waited (a thread gets 50 µs to fall asleep, a future is
+/// polled until it has stored its waker), left as a fresh one would be used: open, no
+/// visit inside, and one slow pass made (an unlock, a lockdown and an unlock), as the
+/// `after_cancels` example does. The kinds, each with a visit inside:
+///
+/// * threads asleep, then aborted: `exclusive` (it backs out), `lockdown` (the gate
+///   stays closed), `enter` at the closed gate, `wait_with` on the live fortress;
+/// * futures polled until they wait (twice: a first poll of an entry may spend its
+///   budget instead), then aborted and polled to the end, or dropped: `exclusive_async`
+///   (both, each backs out), `lockdown_async` (both), `enter_async` (both),
+///   `wait_async` (dropped: it takes no token).
+fn after_aborted_waits(n: usize) -> Fortress {
+    let fortress = Fortress::new();
+    let (guard, guest) = (fortress.guard(), fortress.guest());
+    let never = Abort::never();
+    guard.unlock().unwrap();
+    for _ in 0..n {
+        let inside = guest.enter(&never).unwrap();
+
+        // Scoped lockdowns on the open gate: each backs out.
+        aborted_while_asleep(|abort| guard.exclusive(abort).map(drop));
+        assert!(!fortress.is_locked(), "an aborted exclusive backs out");
+        abort_pending(
+            &Abort::new(),
+            |abort| guard.exclusive_async(abort),
+            |visit| visit.map(drop),
+        );
+        drop_pending(guard.exclusive_async(&never));
+        assert!(!fortress.is_locked(), "an exclusive future backs out");
+
+        // Plain lockdowns: the gate stays closed.
+        abort_pending(
+            &Abort::new(),
+            |abort| guard.lockdown_async(abort),
+            |done| done,
+        );
+        guard.unlock().unwrap();
+        drop_pending(guard.lockdown_async(&never));
+        guard.unlock().unwrap();
+        aborted_while_asleep(|abort| guard.lockdown(abort));
+        assert!(fortress.is_locked(), "an aborted lockdown still locks");
+
+        // Entries at the closed gate, and waits for the end of the live fortress.
+        aborted_while_asleep(|abort| guest.enter(abort).map(drop));
+        abort_pending(
+            &Abort::new(),
+            |abort| guest.enter_async(abort),
+            |visit| visit.map(drop),
+        );
+        drop_pending(guest.enter_async(&never));
+        aborted_while_asleep(|abort| fortress.wait_with(abort));
+        drop_pending(fortress.wait_async());
+
+        drop(inside);
+        guard.unlock().unwrap();
+    }
+    // The slow pass.
+    guard.unlock().unwrap();
+    guard.lockdown(&never).unwrap();
+    guard.unlock().unwrap();
+    assert!(!fortress.is_locked() && fortress.guests() == 0);
+    fortress
+}
+
+/// Runs `wait` on this thread with a fresh token that another thread fires once the
+/// wait has had time to fall asleep (after its short spin); the wait must answer
+/// `Aborted`.
+fn aborted_while_asleep(wait: impl FnOnce(&Abort) -> Result<(), Error>) {
+    let abort = Abort::new();
+    thread::scope(|s| {
+        s.spawn(|| {
+            thread::sleep(Duration::from_micros(50));
+            abort.abort();
+        });
+        assert_eq!(wait(&abort), Err(Error::Aborted));
+    });
+}
+
+/// Polls `fut` twice with a waker that does nothing; it must be pending, that is
+/// waiting with its waker stored.
+fn poll_pending<F: Future>(mut fut: std::pin::Pin<&mut F>, cx: &mut Context<'_>) {
+    for _ in 0..2 {
+        assert!(fut.as_mut().poll(cx).is_pending(), "the wait had to wait");
+    }
+}
+
+/// Makes the future that `start` makes with `abort` (a fresh token) wait, then fires
+/// the token: the next poll must answer `Aborted` (through `result`, which drops what
+/// it holds).
+fn abort_pending<'a, F: Future>(
+    abort: &'a Abort,
+    start: impl FnOnce(&'a Abort) -> F,
+    result: impl FnOnce(F::Output) -> Result<(), Error>,
+) {
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut fut = pin!(start(abort));
+    poll_pending(fut.as_mut(), &mut cx);
+    abort.abort();
+    match fut.as_mut().poll(&mut cx) {
+        Poll::Ready(out) => assert_eq!(result(out), Err(Error::Aborted)),
+        Poll::Pending => panic!("an aborted wait is still pending"),
+    }
+}
+
+/// Makes `fut` wait, then drops it.
+fn drop_pending<F: Future>(fut: F) {
+    let mut fut = pin!(fut);
+    poll_pending(fut.as_mut(), &mut Context::from_waker(Waker::noop()));
 }
 
 /// `n` hand-offs of each, alternating (see `WakeUps`); the ratio of the medians.
@@ -184,19 +379,31 @@ fn wake_ups(n: usize) -> Row {
     Row { a, b, ratio: a / b }
 }
 
+/// The text after `--only` on the command line, if any.
+fn only_arg() -> Option<String> {
+    std::env::args().skip_while(|a| a != "--only").nth(1)
+}
+
 fn main() {
     let rounds: usize = fortress_gate_benches::env_number("PAIRED_ROUNDS", 1000);
     let runs = fortress_gate_benches::runs_arg();
+    let only = only_arg();
     let mut table: Vec<(&str, Option<f64>, Vec<f64>)> = Vec::new();
     for run_no in 1..=runs {
         println!("run {run_no}: medians of {rounds} alternating rounds");
         println!(
-            "  {:<44} {:>10} {:>10} {:>7}",
+            "  {:<52} {:>10} {:>10} {:>7}  key",
             "contender / baseline", "ns", "ns", "ratio"
         );
-        for (i, (name, target, row)) in run(rounds).into_iter().enumerate() {
+        let measured = run(rounds, only.as_deref());
+        assert!(
+            !measured.is_empty(),
+            "no row's key or name contains {:?}",
+            only.as_deref().unwrap_or_default()
+        );
+        for (i, (key, name, target, row)) in measured.into_iter().enumerate() {
             println!(
-                "  {name:<44} {:>10.2} {:>10.2} {:>7.3}",
+                "  {name:<52} {:>10.2} {:>10.2} {:>7.3}  {key}",
                 row.a, row.b, row.ratio
             );
             println!("paired,{name},{:.3},{:.3},{:.4}", row.a, row.b, row.ratio);
@@ -216,7 +423,7 @@ fn main() {
             None => "",
         };
         println!(
-            "  {name:<44} {m:6.3} [{:.3} - {:.3}]  {goal:8} {verdict}",
+            "  {name:<52} {m:6.3} [{:.3} - {:.3}]  {goal:8} {verdict}",
             ratios[0],
             ratios[ratios.len() - 1]
         );

@@ -112,8 +112,20 @@ impl Fortress {
 
     /// As [`Fortress::sharded`], with `shards` slots.
     ///
+    /// Each slot is a 64-bit counter padded so that no two slots share a cache line
+    /// (crossbeam's `CachePadded`: 128 bytes on x86_64 and aarch64), and every slot is
+    /// allocated and written when the fortress is made: `with_shards(n)` takes `n` ×
+    /// 128 bytes there, on top of the state word.
+    /// More slots than the cores that visit at once buy nothing, and every `lockdown`,
+    /// `unlock` and `kill` pays for each slot, so [`Fortress::sharded`]'s one slot per
+    /// core is the useful size.
+    ///
     /// # Panics
-    /// If `shards` is 0.
+    /// If `shards` is 0, and, as a `Vec` of that many slots would, with
+    /// "capacity overflow" if the slots' size in bytes exceeds `isize::MAX`. A count
+    /// whose slots fit in the address space but not in memory aborts the process on
+    /// allocation failure, as any allocation that fails does (or, where the system
+    /// overcommits memory, may be stopped by it while the slots are written).
     ///
     /// ```
     /// let fortress = fortress_gate::Fortress::with_shards(8);
@@ -178,9 +190,10 @@ impl Fortress {
     }
 
     /// As [`Worker::wait`], but `abort` can cut the wait short: `Ok(())` once the
-    /// fortress is killed and no visit is running; otherwise [`Error::Aborted`] when
-    /// `abort` fires (as every wait, it answers `Ok` without looking at `abort` if it
-    /// need not wait).
+    /// fortress is killed and no visit is running (on a live fortress it waits for the
+    /// kill, however empty the fortress is); otherwise [`Error::Aborted`] when `abort`
+    /// fires (as every wait, it answers `Ok` without looking at `abort` if it need not
+    /// wait).
     ///
     /// # Errors
     /// [`Error::Aborted`] when `abort` fires first.

@@ -4,8 +4,10 @@
 //!
 //! Every future here is cancel-safe by drop: a pending future holds only its
 //! registrations (its waker in a notifier's task set, its notifier in the abort
-//! token), and dropping it removes both. A lockdown closes the gate at its first poll,
-//! so dropping it afterwards leaves the gate closed, exactly as an aborted lockdown.
+//! token), and dropping it removes both. A lockdown closes the gate at its first poll:
+//! a plain one (`lockdown_async`) dropped afterwards leaves the gate closed, exactly as
+//! an aborted lockdown; a scoped one (`exclusive_async`, `exclusive_owned_async`)
+//! dropped afterwards backs out, as an aborted `exclusive` does.
 
 use crate::abort::Abort;
 use crate::error::Error;
@@ -182,9 +184,14 @@ impl Guest {
 
     /// As [`Guest::enter`], for async code: the task waits without blocking its thread.
     ///
-    /// On an open fortress the future is ready at its first poll, having done one
-    /// read-modify-write and stored nothing. Dropping it while it waits leaves nothing
-    /// behind.
+    /// On an open fortress the first poll most often goes in at once, with one
+    /// read-modify-write and nothing stored. But entries spend a cooperative budget
+    /// (see the [guide](crate::guide)): after 128 entries in a row by one task on a
+    /// thread, the next first poll wakes its own task and returns `Pending` once, and
+    /// the poll after that goes in. So about one first poll in 129 is `Pending` even on
+    /// an open fortress (with the `tokio` feature, tokio's budget decides instead). For
+    /// an attempt that never waits and never yields, use [`Guest::try_enter`].
+    /// Dropping the future while it waits leaves nothing behind.
     ///
     /// # Errors
     /// As [`Guest::visit`].
@@ -323,7 +330,8 @@ impl Guard {
 
 impl Fortress {
     /// As [`Worker::wait`](crate::Worker::wait), for async code: completes once the
-    /// fortress is killed and no visit is running.
+    /// fortress is killed and no visit is running. It stays pending on a live
+    /// fortress, however empty: only a kill ends it. Dropping it leaves nothing behind.
     pub async fn wait_async(&self) {
         Done {
             gate: &self.gate,

@@ -35,8 +35,9 @@
 //! A fortress is also a [`Worker`], as juju's dependency engine has them:
 //! [`Worker::kill`] shuts it down for good, and every waiting and later call answers
 //! [`Error::Shutdown`]; [`Worker::wait`] returns once it is killed and the last visit
-//! has left. [`occupy`] starts a worker inside a visit that lasts for the worker's
-//! whole life ([`Occupied`], [`Occupied::is_visiting`], [`OccupyError`]), and
+//! has left (never before the kill, however empty the fortress). [`occupy`] starts a
+//! worker inside a visit that lasts for the worker's whole life ([`Occupied`],
+//! [`Occupied::is_visiting`], [`OccupyError`]), and
 //! [`manifold`] returns a [`Manifold`] that starts fortresses ([`Manifold::start`])
 //! and hands out their guards and guests ([`Manifold::output`]). Errors are [`Error`]
 //! values; [`is_fortress_error`] finds one in the source chain of any error, such as
@@ -91,7 +92,8 @@
 //! * **An aborted lockdown still locks.** A lockdown closes the gate before it waits,
 //!   and an abort does not undo that: the lockdown returns [`Error::Aborted`], the
 //!   visits inside go on, new visits wait, and the gate stays closed until a guard
-//!   unlocks it.
+//!   unlocks it. A scoped lockdown ([`Guard::exclusive`] and its owned and async
+//!   forms) is the exception: when it gives up, it backs out (see below).
 //! * **Repeating a call changes nothing.** `unlock` on an open fortress, `lockdown` on
 //!   a closed and empty one, a second `kill`, a second `abort`: each returns at once
 //!   and leaves the state as it was.
@@ -128,10 +130,13 @@
 //!   to live across the exclusive phase. The fortress also holds no data: it guards
 //!   something outside it (files, a device, another process's view of the world).
 //! * **Waits can be abandoned.** Every wait takes an [`Abort`], and one token can cut
-//!   short waits on many fortresses at once. An aborted lockdown keeps the gate closed,
-//!   so no new visit slips in while the caller decides what to do.
+//!   short waits on many fortresses at once. An aborted [`Guard::lockdown`] keeps the
+//!   gate closed, so no new visit slips in while the caller decides what to do; an
+//!   aborted [`Guard::exclusive`] backs out and reopens the gate it shut.
 //! * **Shutdown is built in.** [`Worker::kill`] wakes every waiter with
-//!   [`Error::Shutdown`], and [`Worker::wait`] tells when the last visit has left.
+//!   [`Error::Shutdown`], and [`Worker::wait`] returns once the fortress is killed and
+//!   the last visit has left (it waits for the kill too, not only for an empty
+//!   fortress).
 //! * **Guards are never starved** by a stream of guests.
 //!
 //! If what you need is a scoped read/write lock around some data, use
@@ -142,11 +147,16 @@
 //! [`Guard::exclusive`] locks down as [`Guard::lockdown`] does and returns an
 //! [`Exclusive`]; dropping it unlocks the fortress, so the exclusive phase ends on
 //! every way out of a scope, an early `return` or `?` included. Its errors are those
-//! of `lockdown`, and so is what an aborted call leaves behind: a closed gate, which
-//! only an explicit [`Guard::unlock`] reopens.
+//! of `lockdown`, but not what an aborted call leaves behind: a scoped lockdown that
+//! gives up **backs out**. If its own close shut an open gate, and no other guard
+//! operation (a lockdown, a scoped lockdown, an unlock, a kill) came since, it
+//! reopens the gate; otherwise the state is that later operation's, and a gate that
+//! was closed already when it came stays closed. The same holds for
+//! [`Guard::exclusive_owned`] and for the async forms, whose future also backs out
+//! when it is dropped while it waits. A plain [`Guard::lockdown`] never backs out.
 //!
 //! ```
-//! use fortress_gate::{Abort, BoxError, Fortress};
+//! use fortress_gate::{Abort, BoxError, Error, Fortress};
 //!
 //! let fortress = Fortress::new();
 //! let guard = fortress.guard();
@@ -158,6 +168,14 @@
 //! };
 //! assert!(replace().is_err());
 //! assert!(!fortress.is_locked(), "unlocked on the way out");
+//!
+//! // With a visit inside it must wait; aborted, it reopens the gate it shut.
+//! let visit = fortress.guest().enter_owned(&Abort::never())?;
+//! let fired = Abort::new();
+//! fired.abort();
+//! assert_eq!(guard.exclusive(&fired).err(), Some(Error::Aborted));
+//! assert!(!fortress.is_locked(), "it backed out");
+//! drop(visit);
 //! # Ok::<(), BoxError>(())
 //! ```
 //!
@@ -168,13 +186,29 @@
 #![cfg_attr(
     feature = "async",
     doc = "[`Guest::enter_async`], [`Guest::enter_owned_async`], [`Guest::visit_async`],",
-    doc = "[`Guard::lockdown_async`] and [`Fortress::wait_async`]."
+    doc = "[`Guard::lockdown_async`], [`Guard::exclusive_async`],",
+    doc = "[`Guard::exclusive_owned_async`] and [`Fortress::wait_async`]."
 )]
 #![cfg_attr(
     not(feature = "async"),
     doc = "`Guest::enter_async`, `Guest::enter_owned_async`, `Guest::visit_async`,",
-    doc = "`Guard::lockdown_async` and `Fortress::wait_async`."
+    doc = "`Guard::lockdown_async`, `Guard::exclusive_async`,",
+    doc = "`Guard::exclusive_owned_async` and `Fortress::wait_async`."
 )]
+//! The exclusive futures back out as [`Guard::exclusive`] does, also when they are
+//! dropped while they wait; a `lockdown_async` future dropped after its first poll
+//! leaves the gate closed, as an aborted lockdown does. [`Abort::aborted`], with or
+//! without the feature, is a future that completes once its token has fired, for
+//! racing a loop against a token.
+//!
+//! An async entry on an open fortress is not always ready at its first poll: async
+//! entries spend a cooperative budget, so that a task that keeps entering gives its
+//! thread back to the executor now and then. After 128 entries in a row by one task
+//! on a thread, the next first poll wakes its own task and returns `Pending` once, so
+//! about one first poll in 129 is `Pending` (with the `tokio` feature, tokio's own
+//! budget decides instead). [`Guest::try_enter`] is the attempt that never waits and
+//! never yields. The [guide](crate::guide) tells what each future leaves behind when
+//! dropped, and more of the budget.
 //!
 //! # Threads of the crate, and where your code runs
 //!
@@ -190,16 +224,49 @@
 //! the futures of [`Abort::from_future`], and a worker's `kill` and `wait` in
 //! [`occupy`]. It never calls them while it holds a lock of its own, and only once the
 //! state change that caused the call is complete, so a waker may re-enter any fortress
-//! or token. Wakers run on the thread whose operation wakes them (`unlock`, `kill`,
-//! `abort`, the visit that leaves last), on the timer or on the source thread;
-//! `from_future` sources run only on the source thread; `start`, `kill` and `wait` of
-//! an occupying worker run on the caller of [`occupy`] and [`Worker::wait`].
+//! or token.
+//!
+//! Task wakers are woken on the thread of the operation that wakes them, on the
+//! timer, or on the source thread. These operations may run them:
+//!
+//! * [`Guard::unlock`] (and so the drop of an [`Exclusive`] or [`OwnedExclusive`]),
+//!   which wakes the tasks waiting at the gate;
+//! * the **back-out** of a scoped lockdown that gives up: an aborted
+//!   [`Guard::exclusive`] or [`Guard::exclusive_owned`], or an exclusive future that
+//!   is aborted (on the thread that polls it) or dropped while it waits (on the thread
+//!   that drops it); it wakes the tasks waiting at the gate it reopens;
+//! * the **close of an empty gate**: a [`Guard::lockdown`], a [`Guard::exclusive`] or
+//!   the first poll of their async forms, when it finds nobody inside while the
+//!   lockdown of another guard still waits (because a guard unlocked under it and the
+//!   visits then left); it wakes that lockdown;
+//! * the **guest that leaves last**: the end of a visit (the drop of a [`Visit`] or
+//!   [`OwnedVisit`], the end of [`Guest::visit`]), or an entry that bounces off a
+//!   closed gate ([`Guest::enter`], [`Guest::try_enter`], the poll of an async
+//!   entry), when a lockdown waits for the drain or, after a kill, a wait for the end;
+//! * [`Worker::kill`], and the kill made by the drop of the **last opener**: the last
+//!   [`Fortress`] or [`Guard`] handle dropped while the gate is closed (see the
+//!   guide); it wakes the entries and lockdowns that wait, and the waits for the end
+//!   if no visit is inside;
+//! * firing a token: [`Abort::abort`] on its caller's thread, the timer at a
+//!   deadline, the source thread when a `from_future` source completes; it wakes the
+//!   waits that use the token or one of its children.
+//!
+//! A future clones its task's waker when it stores it, and drops the one it replaces,
+//! in its own `poll`; a future dropped while it waits drops its stored waker where it
+//! is dropped. `from_future` sources are polled only on the source thread, and dropped
+//! there once complete, or, when the last clone of their token goes first, on the
+//! thread that drops it; `start`, `kill` and `wait` of an occupying worker run on the
+//! caller of [`occupy`] and [`Worker::wait`].
 //!
 //! A waker or source that panics hurts nobody else: the panic hook reports it, the
 //! panic goes no further (wakes often happen inside destructors, where a second panic
 //! would abort the process), every other waiter is still woken and the operation
 //! completes; a source that panics counts as completed. A waker whose `clone` panics
-//! while a future registers it makes that `poll` panic, with nothing registered.
+//! while a future stores it makes that `poll` panic, and that waker is not stored (one
+//! that an earlier poll stored stays). What the future registered before the clone
+//! stays registered, as for any pending future: a fortress wait's registration with
+//! its abort token lasts until the future completes or is dropped (and a token with
+//! a deadline stays in the timer until it fires or its last clone is dropped).
 //!
 //! # Platforms
 //!

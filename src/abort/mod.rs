@@ -31,9 +31,9 @@ use timer::Key;
 /// `Abort <-chan struct{}`, with deadlines and children as Go's `context` has them.
 ///
 /// Clones share one token. Firing it with [`Abort::abort`] wakes, promptly, every
-/// `visit`, `enter`, `lockdown` and `occupy` that is waiting with it (threads and async
-/// tasks), on every fortress, and makes them return
-/// [`Error::Aborted`](crate::Error::Aborted). It only cuts *waits* short: a call that
+/// `visit`, `enter`, `lockdown`, `exclusive`, `wait_with` and `occupy` that is waiting
+/// with it (threads, and async tasks in the async forms), on every fortress, and makes
+/// them return [`Error::Aborted`](crate::Error::Aborted). It only cuts *waits* short: a call that
 /// can finish without waiting finishes, even if the token has fired.
 ///
 /// A token can also fire by itself at a deadline ([`Abort::after`], [`Abort::at`],
