@@ -11,8 +11,10 @@
 use core::panic::AssertUnwindSafe;
 use core::task::Waker;
 
-/// Runs `f`; `None` if it panicked. The panic's payload is leaked rather than dropped:
-/// a payload whose destructor panics must not escape either.
+/// Runs `f`; `None` if it panicked. The panic's payload is user code too (its
+/// destructor), so it is dropped in the same isolation: under a second `catch_unwind`.
+/// Only the payload of a payload's destructor that panicked is leaked, since dropping
+/// that one could panic again; a waker that panics at every wake leaves nothing behind.
 #[inline]
 pub(crate) fn isolated<R>(f: impl FnOnce() -> R) -> Option<R> {
     // AssertUnwindSafe: the crate's own state is complete before any user code runs,
@@ -20,7 +22,11 @@ pub(crate) fn isolated<R>(f: impl FnOnce() -> R) -> Option<R> {
     match std::panic::catch_unwind(AssertUnwindSafe(f)) {
         Ok(out) => Some(out),
         Err(payload) => {
-            core::mem::forget(payload);
+            // AssertUnwindSafe: the payload is gone either way, and nothing else is
+            // touched.
+            if let Err(again) = std::panic::catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+                core::mem::forget(again);
+            }
             None
         }
     }

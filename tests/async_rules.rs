@@ -794,3 +794,27 @@ fn enter_async_at_an_open_gate_is_ready_at_its_first_poll_and_flags_nothing() {
     drop(ready_at_first_poll("enter", guest.enter_async(&fired())).unwrap());
     assert_eq!(snapshot(&fortress), State::OPEN);
 }
+
+// ----- The helpers cannot pass a lost wake-up -----
+
+#[test]
+#[should_panic(expected = "still pending after")]
+fn block_within_fails_a_future_that_nobody_woke_though_it_would_be_ready_if_polled_again() {
+    // A timeout polls its future once more when the time is up: a future whose wake-up
+    // was lost would then complete late, and the test would pass.
+    let rt = runtime();
+    let mut polled = false;
+    let forgotten = std::future::poll_fn(move |_| {
+        if std::mem::replace(&mut polled, true) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending // and nothing will wake it
+        }
+    });
+    common::block_within_for(
+        &rt,
+        Duration::from_millis(50),
+        "a future nobody wakes",
+        forgotten,
+    );
+}

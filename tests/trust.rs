@@ -681,6 +681,126 @@ fn dropping_a_pending_aborted_future_whose_waker_panics_as_it_is_dropped_does_no
     assert!(poll_with(other.as_mut(), &counting).is_ready());
 }
 
+// ----- The payloads of contained panics are dropped, not leaked -----
+
+/// A panic payload that counts its drops, and may panic as it is dropped.
+struct Payload {
+    dropped: Arc<AtomicUsize>,
+    panics_when_dropped: bool,
+}
+
+impl Drop for Payload {
+    fn drop(&mut self) {
+        self.dropped.fetch_add(1, SeqCst);
+        if self.panics_when_dropped && !thread::panicking() {
+            panic!("a panic payload panics when dropped (on purpose)");
+        }
+    }
+}
+
+/// A task waker that panics with a new [`Payload`] each time it is woken.
+struct PayloadWaker {
+    wakes: AtomicUsize,
+    dropped: Arc<AtomicUsize>,
+    panics_when_dropped: bool,
+}
+
+impl PayloadWaker {
+    /// The waker, its state, and the count of its payloads dropped so far.
+    fn new(panics_when_dropped: bool) -> (Waker, Arc<PayloadWaker>, Arc<AtomicUsize>) {
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let this = Arc::new(PayloadWaker {
+            wakes: AtomicUsize::new(0),
+            dropped: Arc::clone(&dropped),
+            panics_when_dropped,
+        });
+        (Waker::from(Arc::clone(&this)), this, dropped)
+    }
+}
+
+impl Wake for PayloadWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.wakes.fetch_add(1, SeqCst);
+        std::panic::panic_any(Payload {
+            dropped: Arc::clone(&self.dropped),
+            panics_when_dropped: self.panics_when_dropped,
+        });
+    }
+}
+
+/// Polls a new entry until it waits at the gate with `waker`. The first polls use a
+/// waker that does nothing: one of them may spend the thread's cooperative budget,
+/// which wakes the waker it is given (outside any isolation: it is the caller's poll).
+fn pend_with<F: Future + ?Sized>(mut entry: Pin<&mut F>, waker: &Waker) {
+    for _ in 0..2 {
+        assert!(poll_with(entry.as_mut(), Waker::noop()).is_pending());
+    }
+    assert!(poll_with(entry.as_mut(), waker).is_pending());
+}
+
+#[test]
+fn a_task_waker_that_panics_at_every_wake_leaves_no_panic_payload_behind() {
+    // The bug this pins: every contained panic leaked its payload, so a waker that
+    // panics at each wake grew the process without bound.
+    const ROUNDS: usize = 100;
+    let fortress = Fortress::new(); // locked
+    let (guard, guest) = (fortress.guard(), fortress.guest());
+    let (waker, payload_waker, dropped) = PayloadWaker::new(false);
+    let never = Abort::never();
+    for round in 0..ROUNDS {
+        let mut entry = pin!(guest.enter_async(&never));
+        pend_with(entry.as_mut(), &waker);
+        assert!(
+            returns_without_panicking(|| guard.unlock().unwrap()),
+            "round {round}: the waker's panic escaped unlock"
+        );
+        match poll_with(entry.as_mut(), Waker::noop()) {
+            Poll::Ready(Ok(visit)) => drop(visit),
+            _ => panic!("round {round}: the woken entry did not go in"),
+        }
+        guard.lockdown(&never).unwrap();
+    }
+    assert_eq!(payload_waker.wakes.load(SeqCst), ROUNDS);
+    assert_eq!(
+        dropped.load(SeqCst),
+        ROUNDS,
+        "one payload dropped per contained panic"
+    );
+}
+
+#[test]
+fn a_panic_payload_that_panics_as_it_is_dropped_does_not_escape_and_every_other_task_is_woken() {
+    let fortress = Fortress::new(); // locked
+    let guest = fortress.guest();
+    let never = Abort::never();
+    let (panicky, payload_waker, dropped) = PayloadWaker::new(true);
+    let (counting, count) = CountingWaker::new();
+    let mut first = pin!(guest.enter_async(&never));
+    let mut second = pin!(guest.enter_async(&never));
+    pend_with(first.as_mut(), &panicky);
+    pend_with(second.as_mut(), &counting);
+
+    let guard = fortress.guard();
+    let returned = within_for(SOON, "unlock", move || {
+        returns_without_panicking(|| guard.unlock().unwrap())
+    });
+    assert_eq!(payload_waker.wakes.load(SeqCst), 1);
+    assert_eq!(dropped.load(SeqCst), 1, "the payload's drop was tried");
+    assert!(
+        returned && count.wakes() == 1,
+        "unlock returned normally: {returned}; the other task was woken {} times (want 1)",
+        count.wakes()
+    );
+    assert!(matches!(
+        poll_with(second.as_mut(), &counting),
+        Poll::Ready(Ok(_))
+    ));
+}
+
 // ----- Extreme tokens -----
 
 #[test]

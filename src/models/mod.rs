@@ -15,6 +15,8 @@ mod loom_core;
 #[cfg(loom)]
 mod loom_deadline;
 #[cfg(loom)]
+mod loom_phase;
+#[cfg(loom)]
 mod loom_sharded;
 #[cfg(all(shuttle, not(loom), feature = "async"))]
 mod shuttle_models;

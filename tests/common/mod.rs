@@ -137,14 +137,38 @@ pub fn runtime() -> tokio::runtime::Runtime {
 // ----- Async helpers (tests/async_rules.rs, tests/async_cancel.rs) -----
 
 /// Runs `fut` to completion on `rt`, failing the test if it is still pending after
-/// [`HANG`].
+/// [`HANG`]. Once the time is up `fut` is not polled again, so a future whose wake-up
+/// was lost fails rather than completes late (as it would under `tokio::time::timeout`,
+/// which polls its future once more when it fires).
 pub fn block_within<F: std::future::Future>(
     rt: &tokio::runtime::Runtime,
     what: &str,
     fut: F,
 ) -> F::Output {
-    rt.block_on(async { tokio::time::timeout(HANG, fut).await })
-        .unwrap_or_else(|_| panic!("{what}: still pending after {HANG:?}"))
+    block_within_for(rt, HANG, what, fut)
+}
+
+/// As [`block_within`], with a bound of `limit`.
+pub fn block_within_for<F: std::future::Future>(
+    rt: &tokio::runtime::Runtime,
+    limit: Duration,
+    what: &str,
+    fut: F,
+) -> F::Output {
+    let finished = rt.block_on(async {
+        let deadline = tokio::time::Instant::now() + limit;
+        let (mut fut, mut timer) = (pin!(fut), pin!(tokio::time::sleep_until(deadline)));
+        poll_fn(|cx| {
+            // The timer first, and the clock too (tokio's budget may hold the timer
+            // back): `fut` is polled only while the time is not up.
+            if timer.as_mut().poll(cx).is_ready() || tokio::time::Instant::now() >= deadline {
+                return Poll::Ready(None);
+            }
+            fut.as_mut().poll(cx).map(Some)
+        })
+        .await
+    });
+    finished.unwrap_or_else(|| panic!("{what}: still pending after {limit:?}"))
 }
 
 /// Awaits a spawned task within [`HANG`] and returns its output; a panic in the task
