@@ -1,10 +1,12 @@
 //! Scoped lockdowns: `Guard::exclusive` and its owned and async forms, lockdowns that
 //! unlock when their value goes out of scope, and that back out when they give up.
 //!
-//! A scoped lockdown closes the gate as `lockdown` does, but if its close shut an open
-//! gate it records a *scope* in the state word (see `state.rs`). If the call then gives
-//! up (aborted, or its future dropped), it reopens the gate only if that scope is still
-//! there, that is if no other guard operation came since.
+//! A scoped lockdown closes the gate as `lockdown` does, and completes by marking the
+//! gate as owned by its phase (see `state.rs`); if another phase holds the gate, it
+//! waits for that phase to end first. If its close shut an open gate it records a
+//! back-out in the state word; if the call then gives up (aborted, or its future
+//! dropped), it reopens the gate only if that record is still live, that is if no
+//! other guard operation came since.
 
 use crate::abort::Abort;
 use crate::error::Error;
@@ -21,15 +23,29 @@ impl Guard {
     ///
     /// Dropping the `Exclusive` unlocks whatever the state was before the call: on a
     /// fortress that was already locked, `exclusive` followed by the drop leaves it
-    /// open. Guards are not coordinated with each other: if another [`Guard`] unlocks
-    /// while the `Exclusive` lives, visits start again (the last operation decides).
+    /// open.
+    ///
+    /// **The phase owns the gate.** While the `Exclusive` lives, no visit is inside or
+    /// begins, whatever any guard does: [`unlock`](Guard::unlock) (from any guard, this
+    /// one included) returns `Ok` and opens nothing ([`is_locked`](crate::Fortress::is_locked)
+    /// stays true); another scoped lockdown waits until the phase ends (abortably),
+    /// then closes and drains on its own, so visits may get in between two phases; a
+    /// plain [`lockdown`](Guard::lockdown) returns at once; [`kill`](crate::Worker::kill)
+    /// answers every waiting and later visit with [`Error::Shutdown`], and
+    /// `wait`/[`wait_with`](crate::Fortress::wait_with) also wait for the phase to end.
+    /// The drop ends the phase and unlocks in one step (a killed fortress stays
+    /// closed). A forgotten `Exclusive` (`mem::forget`) leaves the fortress closed for
+    /// good, as a forgotten visit leaves it occupied: `wait` after `kill` then never
+    /// returns.
     ///
     /// **A call that gives up backs out**, unlike a plain `lockdown`: if it returns
     /// [`Error::Aborted`] and its own close shut an open gate, it reopens the gate,
     /// unless another guard operation (a lockdown, a scoped lockdown, an unlock, a kill)
-    /// came since its close: then the state is that operation's, and a back-out never
-    /// reopens the gate under another guard's lockdown. A gate that was closed already
-    /// when the call closed it stays closed.
+    /// came since its close: then the state is that operation's. A back-out never
+    /// reopens the gate during another guard's exclusive phase, and under another
+    /// guard's *pending* scoped lockdown only if exactly a multiple of 16,777,215
+    /// scoped closes shut this fortress's open gate (or phases ended) while it waited.
+    /// A gate that was closed already when the call closed it stays closed.
     ///
     /// # Errors
     /// * [`Error::Aborted`] if it had to wait and `abort` fired (the gate backed out as
@@ -92,17 +108,18 @@ impl Guard {
 /// end, then closes and drains on its own.
 fn scoped_lockdown(gate: &Gate, abort: &Abort) -> Result<(), Error> {
     loop {
-        let record = match gate.close_scoped()? {
+        let (record, since) = match gate.close_scoped()? {
             Some(Close::Owned) => return Ok(()),
-            Some(Close::Drain(record)) => record,
+            Some(Close::Drain { record, since }) => (record, since),
             None => {
                 gate.wait_phase(abort)?;
                 continue;
             }
         };
-        match gate.drain_for_phase(abort) {
+        match gate.drain_for_phase(since, abort) {
             Ok(true) => return Ok(()),
-            // Another phase took the gate; its close ended this call's record.
+            // Another phase took the gate (and its close ended this call's record), or
+            // came and went: close again once no phase holds the gate.
             Ok(false) => gate.wait_phase(abort)?,
             Err(Error::Aborted) => {
                 if let Some(record) = record {

@@ -38,7 +38,8 @@ pub struct Fortress {
 /// never deadlocks, and the last operation decides the state. A `lockdown` that
 /// returns `Ok` guarantees that at some instant during the call the fortress was locked
 /// with no visit inside; if another guard unlocks meanwhile, the pending lockdown keeps
-/// waiting.
+/// waiting. During an exclusive phase ([`Guard::exclusive`]) an `unlock` opens nothing:
+/// the phase's end opens the gate.
 ///
 /// ```
 /// use fortress_gate::{Abort, Fortress};

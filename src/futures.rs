@@ -63,9 +63,10 @@ struct Lockdown<'a> {
 enum Stage {
     /// Not polled yet, or a scoped lockdown about to close again after another's phase.
     Close,
-    /// The gate is closed: waiting for the drain, with the back-out record of a scoped
-    /// close that shut the open gate.
-    Drain(Option<u32>),
+    /// The gate is closed: waiting for the drain; for a scoped lockdown, with the
+    /// back-out record of a close that shut the open gate, and the shuts field as its
+    /// close left it.
+    Drain(Option<u32>, u32),
     /// A scoped lockdown waits for another's phase to end.
     Phase,
     /// Completed.
@@ -96,31 +97,36 @@ impl<'a> Lockdown<'a> {
         let (gate, abort) = (self.gate, self.abort);
         match self.stage {
             Stage::Close if !self.scoped => match gate.close() {
-                Ok(false) => self.enter_stage(Stage::Drain(None)),
+                Ok(false) => self.enter_stage(Stage::Drain(None, 0)),
                 done => return Some(Poll::Ready(done.map(drop))),
             },
             Stage::Close => match gate.close_scoped() {
                 Ok(Some(Close::Owned)) => return Some(Poll::Ready(Ok(()))),
-                Ok(Some(Close::Drain(record))) => self.enter_stage(Stage::Drain(record)),
+                Ok(Some(Close::Drain { record, since })) => {
+                    self.enter_stage(Stage::Drain(record, since))
+                }
                 Ok(None) => self.enter_stage(Stage::Phase),
                 Err(e) => return Some(Poll::Ready(Err(e))),
             },
-            Stage::Drain(_) if !self.scoped => {
+            Stage::Drain(..) if !self.scoped => {
                 return Some(gate.poll_drain(abort, &mut self.wait, cx));
             }
-            Stage::Drain(record) => match gate.poll_drain_for_phase(abort, &mut self.wait, cx) {
-                Poll::Ready(Ok(true)) => return Some(Poll::Ready(Ok(()))),
-                // Another phase took the gate; its close ended this call's record.
-                Poll::Ready(Ok(false)) => self.enter_stage(Stage::Phase),
-                Poll::Ready(Err(e)) => {
-                    if let (Error::Aborted, Some(record)) = (e, record) {
-                        self.wait = TaskWait::new(); // unregister before reopening
-                        gate.withdraw(record);
+            Stage::Drain(record, since) => {
+                match gate.poll_drain_for_phase(since, abort, &mut self.wait, cx) {
+                    Poll::Ready(Ok(true)) => return Some(Poll::Ready(Ok(()))),
+                    // Another phase took the gate (its close ended this call's record), or
+                    // came and went: close again once no phase holds the gate.
+                    Poll::Ready(Ok(false)) => self.enter_stage(Stage::Phase),
+                    Poll::Ready(Err(e)) => {
+                        if let (Error::Aborted, Some(record)) = (e, record) {
+                            self.wait = TaskWait::new(); // unregister before reopening
+                            gate.withdraw(record);
+                        }
+                        return Some(Poll::Ready(Err(e)));
                     }
-                    return Some(Poll::Ready(Err(e)));
+                    Poll::Pending => return Some(Poll::Pending),
                 }
-                Poll::Pending => return Some(Poll::Pending),
-            },
+            }
             Stage::Phase => match gate.poll_phase(abort, &mut self.wait, cx) {
                 Poll::Ready(Ok(())) => self.enter_stage(Stage::Close),
                 other => return Some(other),
@@ -149,7 +155,7 @@ impl Future for Lockdown<'_> {
 
 impl Drop for Lockdown<'_> {
     fn drop(&mut self) {
-        if let Stage::Drain(Some(record)) = self.stage {
+        if let Stage::Drain(Some(record), _) = self.stage {
             // Dropped while it waited: a scoped lockdown gives up.
             self.wait = TaskWait::new(); // unregister before reopening
             self.gate.withdraw(record);

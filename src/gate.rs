@@ -20,7 +20,8 @@ use crate::error::Error;
 use crate::notify::Notifier;
 use crate::shards::{Shards, Ticket};
 use crate::state::{
-    too_many_guests, Close, Decision, Kind, State, Waiters, Wake, COUNT_SHIFT, LOCKED, ONE_GUEST,
+    too_many_guests, Close, Decision, Kind, State, Waiters, Wake, Want, COUNT_SHIFT, LOCKED,
+    ONE_GUEST,
 };
 use crate::sync::{
     Arc, AtomicU64,
@@ -198,7 +199,7 @@ impl Gate {
 
     #[cold]
     fn enter_contended(&self, abort: &Abort) -> Result<Ticket, Error> {
-        self.wait_until(Waiters::Gate, abort, &Gate::claim_place)
+        self.wait_until(Want::Open, abort, &Gate::claim_place)
     }
 
     /// The gate is open in `s`: take a place. On the single word by compare-exchange,
@@ -404,7 +405,7 @@ impl Gate {
     #[cold]
     pub(crate) fn close_scoped(&self) -> Result<Option<Close>, Error> {
         let sharded = self.hot.shards.is_some();
-        let mut close = Close::Drain(None);
+        let mut close = Close::Owned;
         // Acquire: as in `close`.
         let closed = self.closing_pass(Acquire, |s| {
             if s.shut_down() || s.owned() {
@@ -415,7 +416,8 @@ impl Gate {
                 false => s.locked_down_scoped(),
                 true => {
                     let (new, record) = s.locked_down_recording();
-                    (new, Close::Drain(record))
+                    let since = new.shuts();
+                    (new, Close::Drain { record, since })
                 }
             };
             Some(new)
@@ -427,36 +429,35 @@ impl Gate {
         }
     }
 
-    /// The second half of a scoped lockdown: waits until no guest is inside the
-    /// closed gate, then takes it for its phase. `Ok(false)` if another scoped
-    /// lockdown's phase took it first: wait for its end, then close again.
+    /// The second half of a scoped lockdown whose close left the shuts field at
+    /// `since`: waits until no guest is inside the closed gate, then takes it for its
+    /// phase. `Ok(false)` if it must close again: another phase took the gate first
+    /// (wait for its end: `Gate::wait_phase`), or one began and ended meanwhile.
     #[cold]
-    pub(crate) fn drain_for_phase(&self, abort: &Abort) -> Result<bool, Error> {
-        self.wait_until(Waiters::Drain, abort, &Gate::claim_phase)
+    pub(crate) fn drain_for_phase(&self, since: u32, abort: &Abort) -> Result<bool, Error> {
+        self.wait_until(Want::Phase { since }, abort, &Gate::claim_phase)
     }
 
-    /// A scoped lockdown waits for another's phase to end (the gate to open, or the
-    /// fortress to be killed): as a guest waits at the gate, claiming nothing.
+    /// A scoped lockdown waits until no phase holds the gate (or the fortress is
+    /// killed), claiming nothing: it closes again next.
     #[cold]
     pub(crate) fn wait_phase(&self, abort: &Abort) -> Result<(), Error> {
-        self.wait_until(Waiters::Gate, abort, &Gate::nothing_to_claim)
+        self.wait_until(Want::PhaseEnd, abort, &Gate::nothing_to_claim)
     }
 
-    /// The gate is closed and empty in `s`: take it for a phase, in the
-    /// read-modify-write that finds it so. On a sharded fortress under the guards'
-    /// pass, so that no unlock decides to reopen the slots of a gate that a phase
-    /// holds by the time it writes.
+    /// `Want::Phase` decided to go on in `s`: if the gate is closed and empty, take it
+    /// for a phase, in the read-modify-write that finds it so; otherwise (a phase holds
+    /// it, or one came and went) close again. On a sharded fortress under the guards'
+    /// pass, so that no unlock decides to reopen the slots of a gate that a phase holds
+    /// by the time it writes.
     fn claim_phase(&self, s: State) -> Step<bool> {
-        if s.owned() {
+        let Some(claimed) = s.claimed() else {
             return Step::Done(Ok(false));
-        }
+        };
         let _pass = self.hot.shards.as_ref().map(Shards::pass);
         // Acquire: pairs with the Release of the last guest's `leave` (or of the
         // decrement that dropped the last slot's reference): every visit happens
         // before the phase.
-        let Some(claimed) = s.claimed() else {
-            return Step::Retry; // changed since the look: look again
-        };
         match self
             .hot
             .state
@@ -510,7 +511,7 @@ impl Gate {
     /// Waits until no guest is inside a closed gate: the second half of a lockdown.
     #[cold]
     pub(crate) fn lockdown_contended(&self, abort: &Abort) -> Result<(), Error> {
-        self.wait_until(Waiters::Drain, abort, &Gate::nothing_to_claim)
+        self.wait_until(Want::Drained, abort, &Gate::nothing_to_claim)
     }
 
     /// Lockdowns and `wait` need nothing more once their condition holds.
@@ -527,14 +528,15 @@ impl Gate {
 
     /// Blocks until the fortress is killed and no visit is running, or `abort` fires.
     pub(crate) fn wait_done(&self, abort: &Abort) -> Result<(), Error> {
-        self.wait_until(Waiters::Done, abort, &Gate::nothing_to_claim)
+        self.wait_until(Want::Done, abort, &Gate::nothing_to_claim)
     }
 
     /// One look at the state word for a waiter of `waiters` and `kind`: decide, and if
     /// it must wait, make sure its flag is set. Precedence: whatever the state decides
     /// comes first, so an abort only cuts short a call that would really wait.
-    fn look<T>(&self, waiters: Waiters, kind: Kind, abort: &Abort, claim: Claim<'_, T>) -> Step<T> {
-        let (s, step) = self.peek(waiters, abort, claim);
+    fn look<T>(&self, want: Want, kind: Kind, abort: &Abort, claim: Claim<'_, T>) -> Step<T> {
+        let waiters = want.group();
+        let (s, step) = self.peek(want, abort, claim);
         if !matches!(step, Step::Sleep) {
             return step;
         }
@@ -557,11 +559,11 @@ impl Gate {
     /// A look that changes nothing when it must wait (`Step::Sleep`): whatever the
     /// state decides comes first, so an abort only cuts short a call that would
     /// really wait.
-    fn peek<T>(&self, waiters: Waiters, abort: &Abort, claim: Claim<'_, T>) -> (State, Step<T>) {
+    fn peek<T>(&self, want: Want, abort: &Abort, claim: Claim<'_, T>) -> (State, Step<T>) {
         // Acquire: pairs with the Release of `leave`, `unlock` and `kill`, so a
         // lockdown that returns here sees every visit's effects.
         let s = State(self.hot.state.load(Acquire));
-        let step = match s.decide(waiters) {
+        let step = match want.decide(s) {
             Decision::Proceed => claim(self, s),
             Decision::Shutdown => Step::Done(Err(Error::Shutdown)),
             Decision::Wait if abort.is_aborted() => Step::Done(Err(Error::Aborted)),
@@ -571,17 +573,13 @@ impl Gate {
     }
 
     /// The sleeping loop of threads: a short spin, then futex sleeps on the notifier.
-    fn wait_until<T>(
-        &self,
-        waiters: Waiters,
-        abort: &Abort,
-        claim: Claim<'_, T>,
-    ) -> Result<T, Error> {
+    fn wait_until<T>(&self, want: Want, abort: &Abort, claim: Claim<'_, T>) -> Result<T, Error> {
+        let waiters = want.group();
         // A short spin first: most visits and most lockdowns are brief.
         let mut spin = Spin::new();
         loop {
             let s = State(self.hot.state.load(Relaxed));
-            match s.decide(waiters) {
+            match want.decide(s) {
                 Decision::Wait if abort.is_aborted() => break,
                 Decision::Wait if spin.spin() => continue,
                 _ => break,
@@ -594,7 +592,7 @@ impl Gate {
         loop {
             // Read the counter before the state: see `notify.rs`.
             let seq = notifier.seq();
-            match self.look(waiters, Kind::Thread, abort, claim) {
+            match self.look(want, Kind::Thread, abort, claim) {
                 Step::Done(result) => return result,
                 Step::Retry => continue,
                 Step::Sleep => notifier.sleep(seq),
@@ -607,12 +605,13 @@ impl Gate {
     /// the abort registered) before the state is looked at, so no wake-up is lost.
     fn poll_wait<'a, T>(
         &'a self,
-        waiters: Waiters,
+        want: Want,
         abort: &'a Abort,
         wait: &mut TaskWait<'a>,
         cx: &mut Context<'_>,
         claim: Claim<'_, T>,
     ) -> Poll<Result<T, Error>> {
+        let waiters = want.group();
         let notifier = self.notifier(waiters);
         if wait.registration.is_none() {
             wait.registration = Some(abort.register(notifier));
@@ -620,7 +619,7 @@ impl Gate {
         if wait.task.is_some() {
             // Polled again, most often because it was woken: look before storing the
             // waker again, so a task that can go on pays for no lock and no clone.
-            if let (_, Step::Done(result)) = self.peek(waiters, abort, claim) {
+            if let (_, Step::Done(result)) = self.peek(want, abort, claim) {
                 *wait = TaskWait::new();
                 return Poll::Ready(result);
             }
@@ -629,7 +628,7 @@ impl Gate {
             let mut key = wait.task.map(|(_, _, key)| key);
             notifier.register_task(&mut key, cx.waker());
             wait.task = key.map(|key| (self, waiters, key));
-            match self.look(waiters, Kind::Task, abort, claim) {
+            match self.look(want, Kind::Task, abort, claim) {
                 Step::Done(result) => {
                     *wait = TaskWait::new();
                     return Poll::Ready(result);
@@ -658,7 +657,7 @@ impl Gate {
                 return Poll::Ready(Ok(ticket));
             }
         }
-        self.poll_wait(Waiters::Gate, abort, wait, cx, &Gate::claim_place)
+        self.poll_wait(Want::Open, abort, wait, cx, &Gate::claim_place)
     }
 
     #[cfg(feature = "async")]
@@ -669,7 +668,7 @@ impl Gate {
         wait: &mut TaskWait<'a>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), Error>> {
-        self.poll_wait(Waiters::Drain, abort, wait, cx, &Gate::nothing_to_claim)
+        self.poll_wait(Want::Drained, abort, wait, cx, &Gate::nothing_to_claim)
     }
 
     #[cfg(feature = "async")]
@@ -677,11 +676,12 @@ impl Gate {
     /// gate for its phase (`Gate::drain_for_phase`).
     pub(crate) fn poll_drain_for_phase<'a>(
         &'a self,
+        since: u32,
         abort: &'a Abort,
         wait: &mut TaskWait<'a>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<bool, Error>> {
-        self.poll_wait(Waiters::Drain, abort, wait, cx, &Gate::claim_phase)
+        self.poll_wait(Want::Phase { since }, abort, wait, cx, &Gate::claim_phase)
     }
 
     #[cfg(feature = "async")]
@@ -693,7 +693,7 @@ impl Gate {
         wait: &mut TaskWait<'a>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), Error>> {
-        self.poll_wait(Waiters::Gate, abort, wait, cx, &Gate::nothing_to_claim)
+        self.poll_wait(Want::PhaseEnd, abort, wait, cx, &Gate::nothing_to_claim)
     }
 
     #[cfg(feature = "async")]
@@ -704,7 +704,7 @@ impl Gate {
         wait: &mut TaskWait<'a>,
         cx: &mut Context<'_>,
     ) -> Poll<()> {
-        self.poll_wait(Waiters::Done, abort, wait, cx, &Gate::nothing_to_claim)
+        self.poll_wait(Want::Done, abort, wait, cx, &Gate::nothing_to_claim)
             .map(|done| debug_assert!(done.is_ok()))
     }
 

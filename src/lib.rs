@@ -105,7 +105,9 @@
 //! * **Several guards may act at once; the last operation decides.** That is
 //!   memory-safe and never deadlocks. A lockdown that returns `Ok` guarantees that at
 //!   some instant during the call the fortress was locked with no visit inside; if
-//!   another guard unlocks while it waits, it keeps waiting.
+//!   another guard unlocks while it waits, it keeps waiting. The one exception is an
+//!   exclusive phase ([`Guard::exclusive`] and its forms): while it lives, no guard
+//!   operation lets a visit in, and an `unlock` takes effect when the phase ends.
 //! * **A panic ends the visit, and nothing is poisoned.** If the closure of a visit
 //!   panics, or a thread unwinds while it holds a [`Visit`], the visit ends during the
 //!   unwinding (so a waiting lockdown completes) and the panic goes on.

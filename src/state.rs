@@ -128,6 +128,52 @@ pub enum Waiters {
     Done,
 }
 
+/// What one waiter waits for: the group it sleeps in, and when it stops waiting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Want {
+    /// A guest: the gate open (group `Gate`).
+    Open,
+    /// A plain lockdown: no guest inside the closed gate (group `Drain`).
+    Drained,
+    /// `wait`: the fortress killed, with no guest inside and no phase (group `Done`).
+    Done,
+    /// A scoped lockdown's drain, whose close left the shuts field at `since`: as
+    /// `Drained`, or until the field changes (a phase ended since, or another scoped
+    /// close shut the open gate): then it closes again, so that a phase that began and
+    /// ended while it looked away cannot leave it waiting on an open gate (group
+    /// `Drain`).
+    Phase {
+        /// The shuts field as its close left it.
+        since: u32,
+    },
+    /// A scoped lockdown waits for another's phase to end (group `Gate`: the end of a
+    /// phase opens the gate, or the fortress was killed).
+    PhaseEnd,
+}
+
+impl Want {
+    /// The group this waiter sleeps in: its flags and its notifier.
+    #[inline]
+    pub const fn group(self) -> Waiters {
+        match self {
+            Want::Open | Want::PhaseEnd => Waiters::Gate,
+            Want::Drained | Want::Phase { .. } => Waiters::Drain,
+            Want::Done => Waiters::Done,
+        }
+    }
+
+    /// What this waiter does in state `s`. Within its group's condition (so a flag
+    /// that a transition clears always wakes it), and sometimes sooner.
+    #[inline]
+    pub const fn decide(self, s: State) -> Decision {
+        match self {
+            Want::Phase { since } if !s.shut_down() && s.shuts() != since => Decision::Proceed,
+            Want::PhaseEnd if !s.shut_down() && !s.owned() => Decision::Proceed,
+            _ => s.decide(self.group()),
+        }
+    }
+}
+
 /// How a waiter waits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -202,9 +248,13 @@ pub enum Decision {
 pub enum Close {
     /// Nobody was inside: the gate is closed and this call's phase holds it.
     Owned,
-    /// Guests are inside: drain. `Some(record)` if this close shut the open gate, so
-    /// that the call can back out with it.
-    Drain(Option<u32>),
+    /// Guests are inside: drain.
+    Drain {
+        /// `Some` if this close shut the open gate: the record to back out with.
+        record: Option<u32>,
+        /// The shuts field as this close left it ([`Want::Phase`]).
+        since: u32,
+    },
 }
 
 /// A snapshot of the state word.
@@ -378,8 +428,15 @@ impl State {
 
     /// The shuts field.
     #[inline]
-    const fn shuts(self) -> u32 {
+    pub const fn shuts(self) -> u32 {
         ((self.0 & SHUTS) >> SHUTS_SHIFT) as u32
+    }
+
+    /// The shuts field bumped (it skips 0 as it wraps), and its new value.
+    #[inline]
+    const fn with_next_shuts(self) -> (State, u32) {
+        let next = self.shuts() % ((1 << SHUTS_BITS) - 1) + 1;
+        (State(self.0 & !SHUTS | (next as u64) << SHUTS_SHIFT), next)
     }
 
     /// A scoped lockdown's close, when no phase holds the gate. If nobody is inside it
@@ -393,7 +450,8 @@ impl State {
             return (State(self.locked_down().0 | OWNED), Close::Owned);
         }
         let (closed, record) = self.locked_down_recording();
-        (closed, Close::Drain(record))
+        let since = closed.shuts();
+        (closed, Close::Drain { record, since })
     }
 
     /// The close of a scoped lockdown that will drain (a sharded fortress's always
@@ -405,9 +463,8 @@ impl State {
         if self.locked() {
             return (self.locked_down(), None);
         }
-        let record = self.shuts() % ((1 << SHUTS_BITS) - 1) + 1;
-        let recorded = self.0 & !SHUTS | (record as u64) << SHUTS_SHIFT | SCOPED | LOCKED;
-        (State(recorded).settled(), Some(record))
+        let (bumped, record) = self.with_next_shuts();
+        (State(bumped.0 | SCOPED | LOCKED).settled(), Some(record))
     }
 
     /// The back-out record that is live now: the shuts field if the last guard
@@ -452,11 +509,13 @@ impl State {
     }
 
     /// The end of an exclusive phase: clear the mark and unlock in one step; a killed
-    /// fortress stays closed.
+    /// fortress stays closed. It bumps the shuts field, so that a scoped lockdown that
+    /// drained beside this one and did not see the phase closes again
+    /// ([`Want::Phase`]).
     #[inline]
     pub const fn phase_ended(self) -> State {
         debug_assert!(self.owned(), "an exclusive phase ended twice");
-        let ended = State(self.0 & !OWNED);
+        let ended = State(self.with_next_shuts().0 .0 & !OWNED);
         if ended.shut_down() {
             return ended.settled();
         }
@@ -587,7 +646,16 @@ mod tests {
     /// A scoped close of the open gate with a guest inside: its state and its record.
     fn scoped_close_with_a_guest(s: State) -> (State, u32) {
         match s.with_guest().locked_down_scoped() {
-            (closed, Close::Drain(Some(record))) => (closed, record),
+            (
+                closed,
+                Close::Drain {
+                    record: Some(record),
+                    since,
+                },
+            ) => {
+                assert_eq!(since, record);
+                (closed, record)
+            }
             other => panic!("{other:?}"),
         }
     }
@@ -613,7 +681,13 @@ mod tests {
         // A gate that was closed already is not this call's to reopen, and its close
         // leaves the shuts field alone.
         let (closed, close) = State::CLOSED.with_guest().locked_down_scoped();
-        assert_eq!(close, Close::Drain(None));
+        assert_eq!(
+            close,
+            Close::Drain {
+                record: None,
+                since: 0
+            }
+        );
         assert_eq!(closed.scope(), 0);
         assert_eq!(closed.0 & SHUTS, 0);
         // The fast paths see an idle word once the record is over.
@@ -671,6 +745,28 @@ mod tests {
         // A gate with a guest inside, or open, cannot be claimed.
         assert_eq!(closed.claimed(), None);
         assert_eq!(State::OPEN.claimed(), None);
+    }
+
+    #[test]
+    fn a_scoped_drain_that_missed_a_whole_phase_closes_again() {
+        let (closed, record) = scoped_close_with_a_guest(State::OPEN);
+        let want = Want::Phase { since: record };
+        assert_eq!(want.decide(closed), Decision::Wait, "a guest is inside");
+        // Another guard's phase begins and ends while this drain looks away.
+        let phase = closed.without_guest().claimed().unwrap();
+        assert_eq!(want.decide(phase), Decision::Proceed);
+        let after = phase.phase_ended();
+        assert!(!after.locked(), "the phase's end opened the gate");
+        assert_eq!(want.decide(after), Decision::Proceed, "close again");
+        assert_eq!(
+            Want::Drained.decide(after),
+            Decision::Wait,
+            "a plain one waits"
+        );
+        // A phase's end waiter proceeds as soon as no phase holds the gate.
+        assert_eq!(Want::PhaseEnd.decide(phase), Decision::Wait);
+        assert_eq!(Want::PhaseEnd.decide(closed), Decision::Proceed);
+        assert_eq!(Want::PhaseEnd.decide(phase.killed()), Decision::Shutdown);
     }
 
     #[test]

@@ -15,8 +15,12 @@ mod async_rules;
 mod deadlines;
 #[path = "exclusive.rs"]
 mod exclusive;
+#[path = "lingers.rs"]
+mod lingers;
 #[path = "occupy.rs"]
 mod occupy;
+#[path = "phase.rs"]
+mod phase;
 #[path = "rules.rs"]
 mod rules;
 #[path = "services.rs"]
