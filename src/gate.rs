@@ -464,8 +464,12 @@ impl Gate {
             .compare_exchange(s.0, claimed.0, Acquire, Relaxed)
         {
             Ok(_) => {
-                // A closed, empty gate was settled already: this wakes nobody.
-                debug_assert!(s.woken_by(claimed).is_empty());
+                // The last guest's decrement may not have settled the word yet: this
+                // read-modify-write clears the drain flags then, so it wakes their
+                // waiters (another scoped lockdown must learn that a phase holds the
+                // gate now, or it sleeps through the phase and past its end).
+                drop(_pass);
+                self.wake(s.woken_by(claimed));
                 Step::Done(Ok(true))
             }
             Err(_) => Step::Retry,
