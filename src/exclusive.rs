@@ -11,7 +11,7 @@
 use crate::abort::Abort;
 use crate::error::Error;
 use crate::fortress::Guard;
-use crate::gate::Gate;
+use crate::gate::{Drained, Gate};
 use crate::state::Close;
 use core::fmt;
 
@@ -116,18 +116,22 @@ fn scoped_lockdown(gate: &Gate, abort: &Abort) -> Result<(), Error> {
                 continue;
             }
         };
-        match gate.drain_for_phase(since, abort) {
-            Ok(true) => return Ok(()),
-            // Another phase took the gate (and its close ended this call's record), or
-            // came and went: close again once no phase holds the gate.
-            Ok(false) => gate.wait_phase(abort)?,
-            Err(Error::Aborted) => {
-                if let Some(record) = record {
-                    gate.withdraw(record);
+        let mut since = since;
+        loop {
+            match gate.drain_for_phase(since, abort) {
+                Ok(Drained::Owned) => return Ok(()),
+                Ok(Drained::Since(now)) => since = now,
+                // Another phase took the gate (and ended this call's record), or came
+                // and went: close again once no phase holds the gate.
+                Ok(Drained::CloseAgain) => break gate.wait_phase(abort)?,
+                Err(Error::Aborted) => {
+                    if let Some(record) = record {
+                        gate.withdraw(record);
+                    }
+                    return Err(Error::Aborted);
                 }
-                return Err(Error::Aborted);
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
         }
     }
 }

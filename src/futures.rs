@@ -13,7 +13,7 @@ use crate::abort::Abort;
 use crate::error::Error;
 use crate::exclusive::{Exclusive, OwnedExclusive};
 use crate::fortress::{Fortress, Guard, Guest};
-use crate::gate::{Gate, TaskWait};
+use crate::gate::{Drained, Gate, TaskWait};
 use crate::shards::Ticket;
 use crate::state::Close;
 use crate::sync::Arc;
@@ -113,10 +113,13 @@ impl<'a> Lockdown<'a> {
             }
             Stage::Drain(record, since) => {
                 match gate.poll_drain_for_phase(since, abort, &mut self.wait, cx) {
-                    Poll::Ready(Ok(true)) => return Some(Poll::Ready(Ok(()))),
+                    Poll::Ready(Ok(Drained::Owned)) => return Some(Poll::Ready(Ok(()))),
+                    Poll::Ready(Ok(Drained::Since(now))) => {
+                        self.enter_stage(Stage::Drain(record, now))
+                    }
                     // Another phase took the gate (its close ended this call's record), or
                     // came and went: close again once no phase holds the gate.
-                    Poll::Ready(Ok(false)) => self.enter_stage(Stage::Phase),
+                    Poll::Ready(Ok(Drained::CloseAgain)) => self.enter_stage(Stage::Phase),
                     Poll::Ready(Err(e)) => {
                         if let (Error::Aborted, Some(record)) = (e, record) {
                             self.wait = TaskWait::new(); // unregister before reopening

@@ -56,6 +56,18 @@ struct Hot {
     shards: Option<Shards>,
 }
 
+/// How a scoped lockdown's drain ended (`Gate::drain_for_phase`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Drained {
+    /// The gate is this call's phase's.
+    Owned,
+    /// Another phase holds the gate, or one came and went and opened it: wait until
+    /// no phase holds it, then close again.
+    CloseAgain,
+    /// Another close came since and the gate is still closed: drain on from here.
+    Since(u32),
+}
+
 /// What a waiter's look at the state word decided.
 enum Step<T> {
     /// Stop waiting with this result.
@@ -434,7 +446,7 @@ impl Gate {
     /// phase. `Ok(false)` if it must close again: another phase took the gate first
     /// (wait for its end: `Gate::wait_phase`), or one began and ended meanwhile.
     #[cold]
-    pub(crate) fn drain_for_phase(&self, since: u32, abort: &Abort) -> Result<bool, Error> {
+    pub(crate) fn drain_for_phase(&self, since: u32, abort: &Abort) -> Result<Drained, Error> {
         self.wait_until(Want::Phase { since }, abort, &Gate::claim_phase)
     }
 
@@ -450,9 +462,14 @@ impl Gate {
     /// it, or one came and went) close again. On a sharded fortress under the guards'
     /// pass, so that no unlock decides to reopen the slots of a gate that a phase holds
     /// by the time it writes.
-    fn claim_phase(&self, s: State) -> Step<bool> {
+    fn claim_phase(&self, s: State) -> Step<Drained> {
         let Some(claimed) = s.claimed() else {
-            return Step::Done(Ok(false));
+            if s.locked() && !s.owned() {
+                // Another close came since, and the gate is still closed: drain on,
+                // from the field as it is now (this is no new guard operation).
+                return Step::Done(Ok(Drained::Since(s.shuts())));
+            }
+            return Step::Done(Ok(Drained::CloseAgain));
         };
         let _pass = self.hot.shards.as_ref().map(Shards::pass);
         // Acquire: pairs with the Release of the last guest's `leave` (or of the
@@ -470,7 +487,7 @@ impl Gate {
                 // gate now, or it sleeps through the phase and past its end).
                 drop(_pass);
                 self.wake(s.woken_by(claimed));
-                Step::Done(Ok(true))
+                Step::Done(Ok(Drained::Owned))
             }
             Err(_) => Step::Retry,
         }
@@ -684,7 +701,7 @@ impl Gate {
         abort: &'a Abort,
         wait: &mut TaskWait<'a>,
         cx: &mut Context<'_>,
-    ) -> Poll<Result<bool, Error>> {
+    ) -> Poll<Result<Drained, Error>> {
         self.poll_wait(Want::Phase { since }, abort, wait, cx, &Gate::claim_phase)
     }
 

@@ -12,7 +12,6 @@ const SHARDS: usize = 0;
 use common::{fired, poll_noop, unlocked, until, until_asleep, within, Sleepers};
 use fortress_gate::internals::snapshot;
 use fortress_gate::{Abort, Error, Fortress, Worker};
-use std::pin::pin;
 use std::thread;
 use std::time::Duration;
 
@@ -122,7 +121,7 @@ fn a_back_out_never_reopens_the_gate_under_another_guards_exclusive_after_65534_
     let (a, b) = (fortress.guard(), fortress.guard());
     let inside = fortress.guest().enter_owned(&Abort::never()).unwrap();
     let never = Abort::never();
-    let mut waiting = pin!(a.exclusive_async(&never));
+    let mut waiting = Box::pin(a.exclusive_async(&never));
     assert!(
         poll_noop(waiting.as_mut()).is_pending(),
         "a visit is inside"
