@@ -121,7 +121,7 @@
 //!   [`Error::Shutdown`] wins over [`Error::Aborted`]; and a call that did not need to
 //!   wait never answers [`Error::Aborted`], however long ago its token fired.
 //! * **Too many visits abort the process.** More visits at once than the state word
-//!   can count (2^39; only reachable by leaking visits with [`core::mem::forget`])
+//!   can count (2^29; only reachable by leaking visits with [`core::mem::forget`])
 //!   abort the process with a message, as [`Arc`](std::sync::Arc) does when its
 //!   reference count overflows. A forgotten visit stays open for good.
 //!
