@@ -42,17 +42,37 @@ pub(crate) fn model(f: impl Fn() + Sync + Send + 'static) {
     model_bounded(5, f)
 }
 
+///
+/// Each model also has a time budget (`LOOM_MAX_DURATION` seconds overrides it;
+/// default [`BUDGET_SECONDS`]): a model that has not explored every interleaving within
+/// its bound by then stops, and says so. Most finish in seconds; the largest (three
+/// looping threads) would take far longer exhaustively than CI can give them.
 pub(crate) fn model_bounded(preemptions: usize, f: impl Fn() + Sync + Send + 'static) {
     let mut builder = loom::model::Builder::new();
     if builder.preemption_bound.is_none() {
         builder.preemption_bound = Some(preemptions);
     }
+    let budget = std::time::Duration::from_secs(BUDGET_SECONDS);
+    if builder.max_duration.is_none() {
+        builder.max_duration = Some(budget);
+    }
+    let budget = builder.max_duration.unwrap_or(budget);
     let started = std::time::Instant::now();
     builder.check(f);
-    // Shown with --nocapture: how long each model takes.
+    // Shown with --nocapture: how long each model takes, and whether its budget cut
+    // the exploration short.
     let name = std::thread::current().name().unwrap_or("model").to_owned();
-    eprintln!("loom model {name}: {:.1?}", started.elapsed());
+    let took = started.elapsed();
+    let cut = if took >= budget {
+        " (time budget spent: not exhaustive)"
+    } else {
+        ""
+    };
+    eprintln!("loom model {name}: {took:.1?}{cut}");
 }
+
+/// The default time budget of one loom model, in seconds.
+const BUDGET_SECONDS: u64 = 150;
 
 pub(crate) fn unlocked() -> Fortress {
     let fortress = Fortress::new();
