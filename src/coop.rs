@@ -2,26 +2,34 @@
 //! and over, and awaits nothing else, would never give its thread back to the
 //! executor, starving every other task of a single-threaded runtime. So the entries
 //! polled on a thread spend one budget: after [`BUDGET`] first polls of entries on the
-//! thread, the next one yields instead: it wakes its own waker and returns `Pending`
-//! once, the budget refills, and the executor runs the others (and its timers and I/O)
-//! before it polls that task again. The entry is then tried afresh, so a yield costs
-//! one extra poll and never loses the entry.
+//! thread, the budget is spent and a *streak* of yields begins: each entry polled then
+//! wakes its own waker and returns `Pending` instead of going in, until the streak
+//! ends and the budget refills. A yielded entry is tried afresh at its next poll, so a
+//! yield costs one extra poll and never loses the entry.
+//!
+//! The streak ends at the first of:
+//! - the entry that began it is polled again, and no entry polled with another waker
+//!   has yielded since: its task gave up its poll (a task that polls several entries
+//!   with its one waker, as `select` does, does so once they all yielded), had its
+//!   turn, and goes on. A plain task therefore yields once, at one entry;
+//! - [`STREAK`] has passed since it began, at the next entry polled. This is what ends
+//!   a streak that several wakers took part in: `FuturesUnordered` (and
+//!   `for_each_concurrent`, `buffer_unordered`, `join_all` over many futures,
+//!   `SelectAll`) gives each of its futures a waker of its own and re-polls them, the
+//!   first yielder too, before it gives up its task's poll, so a yield now and then
+//!   would never reach the executor. While every entry on the thread yields, such a
+//!   task's futures pile up `Pending` until it gives up its poll; the streak lasts long
+//!   enough for that, and no longer than its floor once it has.
 //!
 //! The budget knows no runtime, so it works with any executor; and it knows no task:
 //! every entry polled on the thread spends from it, whatever task or waker polls it
-//! (combinators that give each of their futures a waker of their own cannot start it
-//! over). So a task may inherit a
-//! budget that another task spent and yield early, but it never yields more than once
-//! in [`BUDGET`]` + 1` entries on its thread. It costs one thread-local read and write
-//! on the fast path.
-//!
-//! A yield once in a while does not reach the executor through every combinator:
-//! `FuturesUnordered` (and `for_each_concurrent`, `buffer_unordered`, `join_all` over
-//! many futures, `SelectAll`) polls its other futures, and the yielded one again,
-//! before it gives up its task's poll, so a task that only enters through it may still
-//! keep its thread. With the `tokio` feature, entries take part in tokio's own budget
-//! instead: once spent it makes every entry yield until the task is back in the runtime
-//! (tokio refills it at each poll of a task; unconstrained outside a tokio runtime).
+//! (combinators that poll their futures with wakers of their own cannot start it over).
+//! So a task may inherit a budget that another task spent and yield early; a plain
+//! task that is alone on its thread yields at most once in [`BUDGET`]` + 1` entries. It
+//! costs one thread-local read and write on the fast path; the streak reads the clock.
+//! With the `tokio` feature, entries take part in tokio's own budget instead: once
+//! spent it makes every entry yield until the task is back in the runtime (tokio
+//! refills it at each poll of a task; unconstrained outside a tokio runtime).
 //! Under the model checkers the budget is off (they explore every schedule anyway).
 
 use core::task::Context;
@@ -35,39 +43,97 @@ use core::task::Context;
 pub(crate) const BUDGET: u32 = 128;
 
 /// Whether an entry's first poll may go on: `false` (after waking the caller's waker)
-/// once this thread has spent its budget, which also refills it.
+/// while this thread's budget is spent (see the module docs for when it refills).
+/// `entry` tells the entries apart: the address of the pinned entry's wait.
 #[cfg(not(any(all(test, any(loom, shuttle)), feature = "tokio")))]
 #[inline]
-pub(crate) fn proceed(cx: &mut Context<'_>) -> bool {
+pub(crate) fn proceed(cx: &mut Context<'_>, entry: *const ()) -> bool {
     use core::cell::Cell;
     std::thread_local! {
-        /// First polls of entries this thread may still let go on before one yields.
-        /// Every task polled on the thread spends from it: no task or waker owns it.
+        /// First polls of entries this thread may still let go on before the budget is
+        /// spent. Every task polled on the thread spends from it: no task or waker owns it.
         static LEFT: Cell<u32> = const { Cell::new(BUDGET) };
     }
-    let spent = LEFT.with(|left| match left.get() {
-        0 => {
-            // One more than the budget: the yielding entry's own next poll (a first
-            // poll again, since it went nowhere) is not charged for it.
-            left.set(BUDGET + 1);
-            true
-        }
+    let go = LEFT.with(|left| match left.get() {
+        0 => false,
         n => {
             left.set(n - 1);
+            true
+        }
+    });
+    go || spent(cx, entry, || LEFT.with(|left| left.set(BUDGET)))
+}
+
+/// How long a streak of yields lasts at most, and at least when an entry polled with
+/// another waker than the first yielder's joined it.
+#[cfg(not(any(all(test, any(loom, shuttle)), feature = "tokio")))]
+pub(crate) const STREAK: std::time::Duration = std::time::Duration::from_micros(5);
+
+/// The slow path of [`proceed`] once the thread's budget is spent: whether this entry
+/// goes on after all (it ends the streak of yields, and `refill` starts the budget
+/// afresh), or yields (its waker woken).
+#[cfg(not(any(all(test, any(loom, shuttle)), feature = "tokio")))]
+#[cold]
+fn spent(cx: &mut Context<'_>, entry: *const (), refill: impl FnOnce()) -> bool {
+    use core::cell::Cell;
+    use std::time::Instant;
+    /// The streak of yields that began when the budget ran out. The pointers are
+    /// identities, compared and never read.
+    #[derive(Clone, Copy)]
+    struct Streak {
+        /// The first entry that yielded.
+        entry: *const (),
+        /// The data pointer of the waker it was polled with.
+        waker: *const (),
+        /// When it yielded.
+        began: Instant,
+        /// Whether an entry polled with another waker has yielded since: then a
+        /// combinator that gives each of its futures a waker of its own may re-poll the
+        /// first entry before its task gives up its poll, so only time ends the streak.
+        shared: bool,
+    }
+    std::thread_local! {
+        static NOW: Cell<Option<Streak>> = const { Cell::new(None) };
+    }
+    let waker = cx.waker();
+    let go = NOW.with(|now| match now.get() {
+        None => {
+            now.set(Some(Streak {
+                entry,
+                waker: waker.data(),
+                began: Instant::now(),
+                shared: false,
+            }));
+            false
+        }
+        // The first yielder is back, and no other waker has yielded since: its task had
+        // its turn (a task that polls several entries with one waker, as `select` does,
+        // gives it up while they all yield).
+        Some(streak)
+            if (!streak.shared && streak.entry == entry) || streak.began.elapsed() >= STREAK =>
+        {
+            now.set(None);
+            true
+        }
+        Some(streak) => {
+            let shared = streak.shared || streak.waker != waker.data();
+            now.set(Some(Streak { shared, ..streak }));
             false
         }
     });
-    if spent {
+    if go {
+        refill();
+    } else {
         // The caller's own waker, on the caller's own poll: not under any lock of ours.
-        cx.waker().wake_by_ref();
+        waker.wake_by_ref();
     }
-    !spent
+    go
 }
 
 /// As above, with tokio's budget: `false` (and the task woken) once tokio says yield.
 #[cfg(all(feature = "tokio", not(all(test, any(loom, shuttle)))))]
 #[inline]
-pub(crate) fn proceed(cx: &mut Context<'_>) -> bool {
+pub(crate) fn proceed(cx: &mut Context<'_>, _: *const ()) -> bool {
     match tokio::task::coop::poll_proceed(cx) {
         core::task::Poll::Ready(progress) => {
             progress.made_progress();
@@ -79,6 +145,6 @@ pub(crate) fn proceed(cx: &mut Context<'_>) -> bool {
 
 #[cfg(all(test, any(loom, shuttle)))]
 #[inline]
-pub(crate) fn proceed(_: &mut Context<'_>) -> bool {
+pub(crate) fn proceed(_: &mut Context<'_>, _: *const ()) -> bool {
     true
 }

@@ -671,7 +671,7 @@ impl Gate {
         cx: &mut Context<'_>,
     ) -> Poll<Result<Ticket, Error>> {
         if wait.is_new() {
-            if !crate::coop::proceed(cx) {
+            if !crate::coop::proceed(cx, core::ptr::from_ref(wait).cast()) {
                 return Poll::Pending; // yield to the other tasks; then try again
             }
             if let Some(ticket) = self.try_enter() {
