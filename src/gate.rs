@@ -20,8 +20,8 @@ use crate::error::Error;
 use crate::notify::Notifier;
 use crate::shards::{Shards, Ticket};
 use crate::state::{
-    too_many_guests, Close, Decision, Kind, State, Waiters, Wake, Want, COUNT_SHIFT, LOCKED,
-    ONE_GUEST,
+    too_many_guests, Close, Decision, Kind, State, Waiters, Wake, Want, COUNT_SHIFT, ONE_GUEST,
+    SHUTS,
 };
 use crate::sync::{
     Arc, AtomicU64,
@@ -54,6 +54,10 @@ struct Hot {
     /// In a sharded fortress the state word's count holds the slots' references, not
     /// guests. Never changes.
     shards: Option<Shards>,
+    /// The shuts field (in place, other bits clear) as a guard's fast path last found
+    /// it: the fast paths guess the whole word from it instead of loading the word
+    /// before their compare-exchange. A wrong guess costs a second compare-exchange.
+    shuts: AtomicU64,
 }
 
 /// How a scoped lockdown's drain ended (`Gate::drain_for_phase`).
@@ -99,6 +103,7 @@ impl Gate {
             hot: CachePadded::new(Hot {
                 state: AtomicU64::new(State::NEW.0),
                 shards: shards.map(Shards::new),
+                shuts: AtomicU64::new(0),
             }),
             notifiers: [(); 3].map(|()| Arc::new(Notifier::new())),
             openers: AtomicU64::new(0),
@@ -303,6 +308,46 @@ impl Gate {
         }
     }
 
+    /// A guard's fast path: one compare-exchange from `idle` (with the shuts field it
+    /// last saw) to `step` of it. If the word was another state for which `is_idle`
+    /// holds (the shuts field moved), one more from that. `false` if the word is not
+    /// idle: take the slow path.
+    #[inline(always)]
+    fn fast_step(
+        &self,
+        idle: State,
+        is_idle: fn(State) -> bool,
+        step: fn(State) -> State,
+        order: Ordering,
+    ) -> bool {
+        let guess = State(idle.0 | self.hot.shuts.load(Relaxed));
+        match self
+            .hot
+            .state
+            .compare_exchange(guess.0, step(guess).0, order, Relaxed)
+        {
+            Ok(_) => true,
+            Err(actual) => self.fast_step_again(State(actual), is_idle, step, order),
+        }
+    }
+
+    #[cold]
+    fn fast_step_again(
+        &self,
+        s: State,
+        is_idle: fn(State) -> bool,
+        step: fn(State) -> State,
+        order: Ordering,
+    ) -> bool {
+        self.hot.shuts.store(s.0 & SHUTS, Relaxed);
+        is_idle(s)
+            && self
+                .hot
+                .state
+                .compare_exchange(s.0, step(s).0, order, Relaxed)
+                .is_ok()
+    }
+
     /// Opens the gate and wakes the guests waiting at it.
     #[inline]
     pub(crate) fn unlock(&self) -> Result<(), Error> {
@@ -311,14 +356,13 @@ impl Gate {
         // too). The shuts field may be anything: the load reads it.
         // Release: pairs with the Acquire in `try_enter` and `claim_place`; the guard's
         // writes during its exclusive phase happen before every visit it now admits.
-        let s = State(self.hot.state.load(Relaxed));
         let fast = self.hot.shards.is_none()
-            && s.is_idle_closed()
-            && self
-                .hot
-                .state
-                .compare_exchange(s.0, s.0 & !LOCKED, Release, Relaxed)
-                .is_ok();
+            && self.fast_step(
+                State::CLOSED,
+                State::is_idle_closed,
+                State::unlocked,
+                Release,
+            );
         if fast {
             return Ok(());
         }
@@ -387,14 +431,13 @@ impl Gate {
         // shuts field may be anything: the load reads it.
         // Acquire: pairs with the Release in `leave`; every visit that ended happens
         // before the guard's exclusive phase.
-        let s = State(self.hot.state.load(Relaxed));
         let fast = self.hot.shards.is_none()
-            && s.is_idle_open()
-            && self
-                .hot
-                .state
-                .compare_exchange(s.0, s.0 | LOCKED, Acquire, Relaxed)
-                .is_ok();
+            && self.fast_step(
+                State::OPEN,
+                State::is_idle_open,
+                State::locked_down,
+                Acquire,
+            );
         if fast {
             return Ok(true);
         }
