@@ -13,9 +13,11 @@ use crate::error::Error;
 use crate::fortress::Guard;
 use crate::gate::{Drained, Gate};
 use crate::state::Close;
+use crate::value::Unique;
 use core::fmt;
+use core::ops::{Deref, DerefMut};
 
-impl Guard {
+impl<T> Guard<T> {
     /// Locks the fortress down as [`lockdown`](Guard::lockdown) does, and returns an
     /// [`Exclusive`] that [`unlock`](Guard::unlock)s it when dropped: the guard's
     /// exclusive phase then ends on every path out of the scope, an early `return`,
@@ -72,9 +74,9 @@ impl Guard {
     /// assert!(!fortress.is_locked(), "unlocked on the early return too");
     /// # Ok::<(), BoxError>(())
     /// ```
-    pub fn exclusive(&self, abort: &Abort) -> Result<Exclusive<'_>, Error> {
+    pub fn exclusive(&self, abort: &Abort) -> Result<Exclusive<'_, T>, Error> {
         scoped_lockdown(&self.gate, abort)?;
-        Ok(Exclusive { guard: self })
+        Ok(Exclusive::new(self))
     }
 
     /// As [`Guard::exclusive`], but the returned [`OwnedExclusive`] holds a guard of
@@ -95,11 +97,9 @@ impl Guard {
     /// assert!(!fortress.is_locked());
     /// # Ok::<(), fortress_gate::Error>(())
     /// ```
-    pub fn exclusive_owned(&self, abort: &Abort) -> Result<OwnedExclusive, Error> {
+    pub fn exclusive_owned(&self, abort: &Abort) -> Result<OwnedExclusive<T>, Error> {
         scoped_lockdown(&self.gate, abort)?;
-        Ok(OwnedExclusive {
-            guard: self.clone(),
-        })
+        Ok(OwnedExclusive::new(self.clone()))
     }
 }
 
@@ -137,70 +137,126 @@ fn scoped_lockdown(gate: &Gate, abort: &Abort) -> Result<(), Error> {
 }
 
 /// The exclusive phase of a [`Guard`], from [`Guard::exclusive`]: the fortress is
-/// locked down with no visit inside, and it is unlocked when this value is dropped.
+/// locked down with no visit inside, and it is unlocked when this value is dropped. It
+/// derefs, mutably, to the value the fortress holds.
 ///
 /// If the fortress has been killed by then, the unlock at drop does nothing (the
 /// [`Error::Shutdown`] it answers is ignored) and the fortress keeps its state.
 ///
+/// Nothing is poisoned: an `Exclusive` dropped by `?` or a panic ends the phase, and
+/// what was written before stays. For all-or-nothing changes, build the new value
+/// aside and assign it in one step (see the [guide](crate::guide)).
+///
 /// ```
 /// use fortress_gate::{Abort, Fortress};
 ///
-/// let fortress = Fortress::new();
+/// let fortress = Fortress::holding(1);
 /// let guard = fortress.guard();
 /// guard.unlock()?;
 /// let guest = fortress.guest();
 /// {
-///     let exclusive = guard.exclusive(&Abort::never())?;
+///     let mut exclusive = guard.exclusive(&Abort::never())?;
 ///     assert!(fortress.is_locked());
 ///     assert!(guest.try_enter().is_none(), "no visit while it lives");
-///     drop(exclusive);
+///     *exclusive += 1;
 /// }
-/// assert_eq!(guest.visit(|| "open again", &Abort::never())?, "open again");
+/// assert_eq!(guest.read(|n| *n, &Abort::never())?, 2);
 /// # Ok::<(), fortress_gate::Error>(())
 /// ```
 #[must_use = "the fortress is unlocked as soon as this value is dropped"]
-pub struct Exclusive<'a> {
-    pub(crate) guard: &'a Guard,
+pub struct Exclusive<'a, T = ()> {
+    pub(crate) guard: &'a Guard<T>,
+    leave: Unique<T>,
 }
 
-impl Drop for Exclusive<'_> {
+impl<'a, T> Exclusive<'a, T> {
+    /// The phase that `guard`'s scoped lockdown has just claimed.
+    pub(crate) fn new(guard: &'a Guard<T>) -> Exclusive<'a, T> {
+        let leave = guard.gate.value.unique();
+        Exclusive { guard, leave }
+    }
+}
+
+impl<T> Deref for Exclusive<'_, T> {
+    type Target = T;
+
+    #[inline]
+    fn deref(&self) -> &T {
+        self.guard.gate.value.get_shared_in_phase(&self.leave)
+    }
+}
+
+impl<T> DerefMut for Exclusive<'_, T> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut T {
+        self.guard.gate.value.get_unique(&mut self.leave)
+    }
+}
+
+impl<T> Drop for Exclusive<'_, T> {
     fn drop(&mut self) {
+        self.leave.release();
         self.guard.gate.end_phase();
     }
 }
 
 /// The exclusive phase of a [`Guard`] that owns its guard, from
-/// [`Guard::exclusive_owned`] (or its async form): `Send + 'static`, so it can be held
-/// by a spawned thread or task. When dropped, it unlocks first, then releases its
-/// guard.
+/// [`Guard::exclusive_owned`] (or its async form): `Send + 'static` when the value is
+/// `Send + Sync + 'static`, so it can be held by a spawned thread or task. It derefs,
+/// mutably, to the value. When dropped, it unlocks first, then releases its guard.
 #[must_use = "the fortress is unlocked as soon as this value is dropped"]
-pub struct OwnedExclusive {
-    pub(crate) guard: Guard,
+pub struct OwnedExclusive<T = ()> {
+    pub(crate) guard: Guard<T>,
+    leave: Unique<T>,
 }
 
-impl OwnedExclusive {
+impl<T> OwnedExclusive<T> {
+    /// The phase that `guard`'s scoped lockdown has just claimed.
+    pub(crate) fn new(guard: Guard<T>) -> OwnedExclusive<T> {
+        let leave = guard.gate.value.unique();
+        OwnedExclusive { guard, leave }
+    }
+
     /// The guard this exclusive phase holds.
-    pub fn guard(&self) -> &Guard {
+    pub fn guard(&self) -> &Guard<T> {
         &self.guard
     }
 }
 
-impl Drop for OwnedExclusive {
+impl<T> Deref for OwnedExclusive<T> {
+    type Target = T;
+
+    #[inline]
+    fn deref(&self) -> &T {
+        self.guard.gate.value.get_shared_in_phase(&self.leave)
+    }
+}
+
+impl<T> DerefMut for OwnedExclusive<T> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut T {
+        self.guard.gate.value.get_unique(&mut self.leave)
+    }
+}
+
+impl<T> Drop for OwnedExclusive<T> {
     fn drop(&mut self) {
         // As `Exclusive`'s drop; the guard is released after this, with the fields.
+        self.leave.release();
         self.guard.gate.end_phase();
     }
 }
 
-impl fmt::Debug for OwnedExclusive {
+// As std's guards: the value, when it can be shown.
+impl<T: fmt::Debug> fmt::Debug for OwnedExclusive<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("OwnedExclusive").field(&self.guard).finish()
+        fmt::Debug::fmt(&**self, f)
     }
 }
 
-impl fmt::Debug for Exclusive<'_> {
+impl<T: fmt::Debug> fmt::Debug for Exclusive<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Exclusive").field(self.guard).finish()
+        fmt::Debug::fmt(&**self, f)
     }
 }
 

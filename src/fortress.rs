@@ -5,6 +5,7 @@ use crate::error::{BoxError, Error};
 use crate::gate::Gate;
 use crate::state::State;
 use crate::sync::Arc;
+use crate::value::Value;
 use crate::visit::{OwnedVisit, Visit};
 use crate::worker::Worker;
 use core::fmt;
@@ -26,9 +27,74 @@ use core::fmt;
 /// fortress.wait().unwrap();
 /// # Ok::<(), fortress_gate::Error>(())
 /// ```
-#[derive(Clone)]
-pub struct Fortress {
-    pub(crate) gate: Opener,
+///
+/// # The value and threads
+///
+/// `Fortress<T>` ([`Fortress::holding`]) holds a value: visits read it (`&T`), the
+/// exclusive phases of guards write it (`&mut T`), never both at once. The handles
+/// are shared pointers, so they follow `Arc<RwLock<T>>`: `Fortress<T>`, [`Guard<T>`],
+/// [`Guest<T>`], the owned forms and the futures are `Send` and `Sync` when `T` is
+/// `Send + Sync`; a [`Visit`] or an [`Exclusive`](crate::Exclusive) can be shared
+/// with other threads when `T: Sync` (they can only read through a shared borrow).
+/// A value that is not `Sync` cannot be shared across threads:
+///
+/// ```compile_fail
+/// use fortress_gate::Fortress;
+/// let fortress = Fortress::holding(std::cell::Cell::new(0));
+/// std::thread::spawn(move || fortress.guest().try_enter().map(|v| v.set(1)));
+/// ```
+///
+/// nor a value that is not `Send`:
+///
+/// ```compile_fail
+/// use fortress_gate::Fortress;
+/// let fortress = Fortress::holding(std::rc::Rc::new(0));
+/// let guard = fortress.guard();
+/// std::thread::spawn(move || drop(guard));
+/// ```
+///
+/// A visit to a value that is not `Sync` stays on its thread:
+///
+/// ```compile_fail
+/// use fortress_gate::{Abort, Fortress};
+/// let fortress = Fortress::holding(std::cell::Cell::new(0));
+/// let guest = fortress.guest();
+/// let visit = guest.enter(&Abort::never()).unwrap();
+/// std::thread::scope(|s| {
+///     s.spawn(move || visit.set(1));
+/// });
+/// ```
+///
+/// A reference to the value does not outlive its visit:
+///
+/// ```compile_fail
+/// use fortress_gate::{Abort, Fortress};
+/// let fortress = Fortress::holding(String::from("kept"));
+/// let guest = fortress.guest();
+/// let kept: &String = guest.read(|value| value, &Abort::never()).unwrap();
+/// ```
+///
+/// ```compile_fail
+/// use fortress_gate::{Abort, Fortress};
+/// let fortress = Fortress::holding(String::from("kept"));
+/// let guest = fortress.guest();
+/// let visit = guest.enter(&Abort::never()).unwrap();
+/// let kept: &String = &visit;
+/// drop(visit);
+/// println!("{kept}");
+/// ```
+///
+/// and [`Exclusive`](crate::Exclusive) is invariant in `T`, so a phase over a
+/// `&'static str` cannot be written through as one over a shorter-lived `&str`:
+///
+/// ```compile_fail
+/// use fortress_gate::{Abort, Exclusive};
+/// fn shorten<'a, 'g>(e: Exclusive<'g, &'static str>) -> Exclusive<'g, &'a str> {
+///     e
+/// }
+/// ```
+pub struct Fortress<T = ()> {
+    pub(crate) gate: Opener<T>,
 }
 
 /// Opens ([`unlock`](Guard::unlock)) and closes ([`lockdown`](Guard::lockdown)) a
@@ -51,9 +117,8 @@ pub struct Fortress {
 /// assert!(fortress.is_locked());
 /// # Ok::<(), fortress_gate::Error>(())
 /// ```
-#[derive(Clone)]
-pub struct Guard {
-    pub(crate) gate: Opener,
+pub struct Guard<T = ()> {
+    pub(crate) gate: Opener<T>,
 }
 
 /// Visits a fortress while it is unlocked, concurrently with other guests.
@@ -72,22 +137,58 @@ pub struct Guard {
 /// assert_eq!(len, "/var/lib/juju/charm".len());
 /// # Ok::<(), fortress_gate::Error>(())
 /// ```
-#[derive(Clone)]
-pub struct Guest {
-    pub(crate) gate: Arc<Gate>,
+pub struct Guest<T = ()> {
+    pub(crate) gate: Arc<Inner<T>>,
+}
+
+/// How a fortress keeps its guests: asked for at construction
+/// ([`Fortress::holding_with`]), told by [`Fortress::layout`]. Every layout has the same
+/// handles and the same rules; they differ in what a visit and a guard operation cost.
+///
+/// ```
+/// use fortress_gate::{Fortress, Layout};
+///
+/// let fortress = Fortress::holding_with(String::from("config"), Layout::Shards(4));
+/// assert_eq!(fortress.layout(), Layout::Shards(4));
+/// assert_eq!(fortress.shards(), 4);
+/// ```
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// One state word holds the lock and the guest count: a visit is one
+    /// read-modify-write in and one out on it ([`Fortress::new`]).
+    Word,
+    /// One guest slot per core ([`Fortress::sharded`]).
+    Sharded,
+    /// This many guest slots ([`Fortress::with_shards`]); 0 panics.
+    Shards(usize),
+}
+
+/// What the handles share: the gate and the value it guards. It derefs to the gate.
+pub(crate) struct Inner<T> {
+    gate: Gate,
+    pub(crate) value: Value<T>,
+    layout: Layout,
+}
+
+impl<T> core::ops::Deref for Inner<T> {
+    type Target = Gate;
+
+    fn deref(&self) -> &Gate {
+        &self.gate
+    }
 }
 
 impl Fortress {
-    /// A new fortress, locked.
+    /// A new fortress, locked, that holds nothing (`()`): it guards a resource that
+    /// lives elsewhere. [`Fortress::holding`] makes one that holds a value.
     pub fn new() -> Fortress {
-        Fortress {
-            gate: Opener::new(&Arc::new(Gate::new(None))),
-        }
+        Fortress::holding_with((), Layout::Word)
     }
 
     /// A new, locked fortress whose guests are spread over one slot per core
     /// ([`available_parallelism`](std::thread::available_parallelism)), so that
-    /// visits from many cores do not all write one cache line.
+    /// visits from many cores do not all write one cache line: [`Layout::Sharded`].
     ///
     /// Same handles, same rules as [`Fortress::new`]. A visit is still one
     /// read-modify-write in and one out, on its thread's slot; `lockdown`, `unlock` and
@@ -107,11 +208,10 @@ impl Fortress {
     /// # Ok::<(), fortress_gate::Error>(())
     /// ```
     pub fn sharded() -> Fortress {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Fortress::with_shards(cores)
+        Fortress::holding_with((), Layout::Sharded)
     }
 
-    /// As [`Fortress::sharded`], with `shards` slots.
+    /// As [`Fortress::sharded`], with `shards` slots: [`Layout::Shards`].
     ///
     /// Each slot is a 64-bit counter padded so that no two slots share a cache line
     /// (crossbeam's `CachePadded`: 128 bytes on x86_64 and aarch64), and every slot is
@@ -133,10 +233,112 @@ impl Fortress {
     /// assert_eq!(fortress.shards(), 8);
     /// ```
     pub fn with_shards(shards: usize) -> Fortress {
-        assert!(shards > 0, "a sharded fortress needs at least one slot");
+        Fortress::holding_with((), Layout::Shards(shards))
+    }
+}
+
+impl<T> Fortress<T> {
+    /// A new, locked fortress that holds `value`, in [`Layout::Word`]: guests read it
+    /// in their visits ([`Guest::read`], or through a [`Visit`]'s `Deref`) and a guard
+    /// writes it in its exclusive phases ([`Guard::exclusive`], through `DerefMut`).
+    ///
+    /// The value lives until the last handle and the last visit are gone (also after a
+    /// kill), and is dropped then, once, on the thread that drops the last of them. A
+    /// value that holds a handle of its own fortress is a cycle and is never dropped.
+    ///
+    /// ```
+    /// use fortress_gate::{Abort, Fortress};
+    ///
+    /// let fortress = Fortress::holding(vec![1, 2, 3]);
+    /// let (guard, guest) = (fortress.guard(), fortress.guest());
+    /// guard.exclusive(&Abort::never())?.push(4);
+    /// assert_eq!(guest.read(|v| v.len(), &Abort::never())?, 4);
+    /// # Ok::<(), fortress_gate::Error>(())
+    /// ```
+    pub fn holding(value: T) -> Fortress<T> {
+        Fortress::holding_with(value, Layout::Word)
+    }
+
+    /// As [`Fortress::holding`], with the guests kept as `layout` says.
+    ///
+    /// # Panics
+    /// With `Layout::Shards(0)`, as [`Fortress::with_shards`] with 0.
+    ///
+    /// ```
+    /// use fortress_gate::{Fortress, Layout};
+    ///
+    /// let fortress = Fortress::holding_with(0_u64, Layout::Sharded);
+    /// assert_eq!(fortress.layout(), Layout::Sharded);
+    /// ```
+    pub fn holding_with(value: T, layout: Layout) -> Fortress<T> {
+        let shards = match layout {
+            Layout::Word => None,
+            Layout::Sharded => Some(std::thread::available_parallelism().map_or(1, |n| n.get())),
+            Layout::Shards(shards) => {
+                assert!(shards > 0, "a sharded fortress needs at least one slot");
+                Some(shards)
+            }
+        };
+        let inner = Inner {
+            gate: Gate::new(shards),
+            value: Value::new(value),
+            layout,
+        };
         Fortress {
-            gate: Opener::new(&Arc::new(Gate::new(Some(shards)))),
+            gate: Opener::new(&Arc::new(inner)),
         }
+    }
+
+    /// The layout asked for at construction.
+    pub fn layout(&self) -> Layout {
+        self.gate.layout
+    }
+
+    /// The value, if this is the only handle of the fortress and no visit or phase
+    /// holds it (`Ok`); otherwise this fortress back (`Err`).
+    ///
+    /// # Errors
+    /// This fortress, untouched, while another handle (a clone, a guard, a guest) or
+    /// an owned visit exists.
+    ///
+    /// ```
+    /// use fortress_gate::Fortress;
+    ///
+    /// let fortress = Fortress::holding(String::from("kept"));
+    /// let guest = fortress.guest();
+    /// let fortress = fortress.try_into_inner().unwrap_err(); // the guest holds it
+    /// drop(guest);
+    /// assert_eq!(fortress.try_into_inner().ok().as_deref(), Some("kept"));
+    /// ```
+    pub fn try_into_inner(self) -> Result<T, Fortress<T>> {
+        // With `self` owned, a count of one means no other handle exists, and none
+        // can be made: every handle comes from another.
+        if Arc::strong_count(&self.gate.0) != 1 {
+            return Err(self);
+        }
+        let inner = Arc::clone(&self.gate.0);
+        drop(self); // the last opener: it may kill the closed gate, which nobody waits at
+        match Arc::try_unwrap(inner) {
+            Ok(inner) => Ok(inner.value.into_inner()),
+            Err(_) => unreachable!("a fortress's only handle was shared"),
+        }
+    }
+
+    /// The value, writable, if this is the only handle of the fortress and no visit or
+    /// phase holds it: then nobody else can reach the value, whatever the gate's state.
+    ///
+    /// ```
+    /// use fortress_gate::Fortress;
+    ///
+    /// let mut fortress = Fortress::holding(1);
+    /// *fortress.get_mut().unwrap() += 1;
+    /// let guard = fortress.guard();
+    /// assert!(fortress.get_mut().is_none(), "the guard shares it");
+    /// drop(guard);
+    /// assert_eq!(fortress.get_mut(), Some(&mut 2));
+    /// ```
+    pub fn get_mut(&mut self) -> Option<&mut T> {
+        Arc::get_mut(&mut self.gate.0).map(|inner| inner.value.get_mut())
     }
 
     /// How many guest slots the fortress has: 0 for [`Fortress::new`]'s single state
@@ -146,14 +348,14 @@ impl Fortress {
     }
 
     /// A guard of this fortress.
-    pub fn guard(&self) -> Guard {
+    pub fn guard(&self) -> Guard<T> {
         Guard {
             gate: self.gate.clone(),
         }
     }
 
     /// A guest of this fortress.
-    pub fn guest(&self) -> Guest {
+    pub fn guest(&self) -> Guest<T> {
         Guest {
             gate: Arc::clone(&self.gate),
         }
@@ -223,31 +425,31 @@ impl Fortress {
 /// hold. The gate counts them; when the last one goes while the gate is closed, nobody
 /// could ever open it again, so the fortress is killed and its waiters answered with
 /// `Shutdown` instead of waiting forever.
-pub(crate) struct Opener(Arc<Gate>);
+pub(crate) struct Opener<T>(Arc<Inner<T>>);
 
-impl Opener {
-    fn new(gate: &Arc<Gate>) -> Opener {
-        gate.add_opener();
-        Opener(Arc::clone(gate))
+impl<T> Opener<T> {
+    fn new(inner: &Arc<Inner<T>>) -> Opener<T> {
+        inner.add_opener();
+        Opener(Arc::clone(inner))
     }
 }
 
-impl Clone for Opener {
-    fn clone(&self) -> Opener {
+impl<T> Clone for Opener<T> {
+    fn clone(&self) -> Opener<T> {
         Opener::new(&self.0)
     }
 }
 
-impl Drop for Opener {
+impl<T> Drop for Opener<T> {
     fn drop(&mut self) {
         self.0.drop_opener();
     }
 }
 
-impl core::ops::Deref for Opener {
-    type Target = Arc<Gate>;
+impl<T> core::ops::Deref for Opener<T> {
+    type Target = Arc<Inner<T>>;
 
-    fn deref(&self) -> &Arc<Gate> {
+    fn deref(&self) -> &Arc<Inner<T>> {
         &self.0
     }
 }
@@ -258,7 +460,32 @@ impl Default for Fortress {
     }
 }
 
-impl Worker for Fortress {
+// Clones share the fortress: no `T: Clone` needed, as for `Arc`.
+impl<T> Clone for Fortress<T> {
+    fn clone(&self) -> Fortress<T> {
+        Fortress {
+            gate: self.gate.clone(),
+        }
+    }
+}
+
+impl<T> Clone for Guard<T> {
+    fn clone(&self) -> Guard<T> {
+        Guard {
+            gate: self.gate.clone(),
+        }
+    }
+}
+
+impl<T> Clone for Guest<T> {
+    fn clone(&self) -> Guest<T> {
+        Guest {
+            gate: Arc::clone(&self.gate),
+        }
+    }
+}
+
+impl<T: Send + Sync + 'static> Worker for Fortress<T> {
     /// Shuts the fortress down for good: waiting visits and lockdowns wake and return
     /// [`Error::Shutdown`], and so does every later call. Visits already running go
     /// on.
@@ -273,7 +500,7 @@ impl Worker for Fortress {
     }
 }
 
-impl Guard {
+impl<T> Guard<T> {
     /// Opens the gate: every waiting and later visit goes in. Does nothing on an
     /// unlocked fortress.
     ///
@@ -316,9 +543,10 @@ impl Guard {
     }
 }
 
-impl Guest {
+impl<T> Guest<T> {
     /// Waits until the fortress is unlocked, then runs `f` as a visit and returns its
-    /// value. The closure's own errors travel inside `T`.
+    /// value. The closure's own errors travel inside `R`. (To read the value the
+    /// fortress holds, see [`Guest::read`].)
     ///
     /// If `f` panics, the visit ends during unwinding (a waiting lockdown completes)
     /// and the panic propagates; nothing is poisoned.
@@ -327,19 +555,40 @@ impl Guest {
     /// * [`Error::Aborted`] if it had to wait and `abort` fired first; `f` never ran.
     /// * [`Error::Shutdown`] if the fortress is, or while waiting gets, killed.
     #[inline(always)]
-    pub fn visit<T>(&self, f: impl FnOnce() -> T, abort: &Abort) -> Result<T, Error> {
+    pub fn visit<R>(&self, f: impl FnOnce() -> R, abort: &Abort) -> Result<R, Error> {
         let _visit = self.enter(abort)?;
         Ok(f())
     }
 
+    /// As [`Guest::visit`], with the value the fortress holds: `f` reads it, inside the
+    /// visit, and its result is returned. The reference cannot leave `f`.
+    ///
+    /// # Errors
+    /// As [`Guest::visit`]; `f` never ran then.
+    ///
+    /// ```
+    /// use fortress_gate::{Abort, Fortress};
+    ///
+    /// let fortress = Fortress::holding(String::from("/var/lib/juju/charm"));
+    /// fortress.guard().unlock()?;
+    /// let len = fortress.guest().read(|path| path.len(), &Abort::never())?;
+    /// assert_eq!(len, 19);
+    /// # Ok::<(), fortress_gate::Error>(())
+    /// ```
+    #[inline(always)]
+    pub fn read<R>(&self, f: impl FnOnce(&T) -> R, abort: &Abort) -> Result<R, Error> {
+        let visit = self.enter(abort)?;
+        Ok(f(&visit))
+    }
+
     /// Waits until the fortress is unlocked, then starts a visit that lasts until the
-    /// returned [`Visit`] is dropped.
+    /// returned [`Visit`] is dropped; the visit derefs to the value.
     ///
     /// # Errors
     /// As [`Guest::visit`].
     #[must_use = "the visit ends as soon as the returned value is dropped"]
     #[inline(always)]
-    pub fn enter(&self, abort: &Abort) -> Result<Visit<'_>, Error> {
+    pub fn enter(&self, abort: &Abort) -> Result<Visit<'_, T>, Error> {
         let ticket = self.gate.enter(abort)?;
         Ok(Visit::new(&self.gate, ticket))
     }
@@ -350,7 +599,7 @@ impl Guest {
     /// # Errors
     /// As [`Guest::visit`].
     #[must_use = "the visit ends as soon as the returned value is dropped"]
-    pub fn enter_owned(&self, abort: &Abort) -> Result<OwnedVisit, Error> {
+    pub fn enter_owned(&self, abort: &Abort) -> Result<OwnedVisit<T>, Error> {
         let ticket = self.gate.enter(abort)?;
         Ok(OwnedVisit::new(Arc::clone(&self.gate), ticket))
     }
@@ -368,7 +617,7 @@ impl Guest {
     /// ```
     #[must_use = "the visit ends as soon as the returned value is dropped"]
     #[inline(always)]
-    pub fn try_enter(&self) -> Option<Visit<'_>> {
+    pub fn try_enter(&self) -> Option<Visit<'_, T>> {
         self.gate
             .try_enter()
             .map(|ticket| Visit::new(&self.gate, ticket))
@@ -377,7 +626,8 @@ impl Guest {
 
 macro_rules! debug_as_state {
     ($($handle:ident),*) => {$(
-        impl fmt::Debug for $handle {
+        // The state only: no `T: Debug` needed.
+        impl<T> fmt::Debug for $handle<T> {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.debug_tuple(stringify!($handle)).field(&self.gate.snapshot()).finish()
             }

@@ -181,7 +181,7 @@ impl Future for Done<'_> {
     }
 }
 
-impl Guest {
+impl<T> Guest<T> {
     fn enter_future<'g: 'a, 'a>(&'g self, abort: &'a Abort) -> Enter<'a> {
         Enter {
             gate: &self.gate,
@@ -233,7 +233,10 @@ impl Guest {
     pub fn enter_async<'g: 'a, 'a>(
         &'g self,
         abort: &'a Abort,
-    ) -> impl Future<Output = Result<Visit<'g>, Error>> + Send + 'a {
+    ) -> impl Future<Output = Result<Visit<'g, T>, Error>> + Send + 'a
+    where
+        T: Send + Sync,
+    {
         // The entry future is built inside the block: built outside and moved in, it
         // was copied field by field into the block's state (about 2x slower).
         async move {
@@ -253,7 +256,10 @@ impl Guest {
     pub fn enter_owned_async<'a>(
         &'a self,
         abort: &'a Abort,
-    ) -> impl Future<Output = Result<OwnedVisit, Error>> + Send + 'a {
+    ) -> impl Future<Output = Result<OwnedVisit<T>, Error>> + Send + 'a
+    where
+        T: Send + Sync,
+    {
         async move {
             let ticket = self.enter_future(abort).await?;
             Ok(OwnedVisit::new(Arc::clone(&self.gate), ticket))
@@ -266,18 +272,18 @@ impl Guest {
     ///
     /// # Errors
     /// As [`Guest::visit`]; `fut` is never polled then.
-    pub async fn visit_async<T>(
+    pub async fn visit_async<R>(
         &self,
-        fut: impl Future<Output = T>,
+        fut: impl Future<Output = R>,
         abort: &Abort,
-    ) -> Result<T, Error> {
+    ) -> Result<R, Error> {
         let ticket = self.enter_future(abort).await?;
         let _visit = Visit::new(&self.gate, ticket);
         Ok(fut.await)
     }
 }
 
-impl Guard {
+impl<T> Guard<T> {
     /// As [`Guard::lockdown`], for async code. The gate closes at the first poll;
     /// dropping the future after that leaves it closed, exactly as an aborted lockdown
     /// (a later [`unlock`](Guard::unlock) reopens it).
@@ -309,10 +315,13 @@ impl Guard {
     pub fn exclusive_async<'g: 'a, 'a>(
         &'g self,
         abort: &'a Abort,
-    ) -> impl Future<Output = Result<Exclusive<'g>, Error>> + Send + 'a {
+    ) -> impl Future<Output = Result<Exclusive<'g, T>, Error>> + Send + 'a
+    where
+        T: Send + Sync,
+    {
         async move {
             Lockdown::new(&self.gate, abort, true).await?;
-            Ok(Exclusive { guard: self })
+            Ok(Exclusive::new(self))
         }
     }
 
@@ -327,17 +336,18 @@ impl Guard {
     pub fn exclusive_owned_async<'a>(
         &'a self,
         abort: &'a Abort,
-    ) -> impl Future<Output = Result<OwnedExclusive, Error>> + Send + 'a {
+    ) -> impl Future<Output = Result<OwnedExclusive<T>, Error>> + Send + 'a
+    where
+        T: Send + Sync,
+    {
         async move {
             Lockdown::new(&self.gate, abort, true).await?;
-            Ok(OwnedExclusive {
-                guard: self.clone(),
-            })
+            Ok(OwnedExclusive::new(self.clone()))
         }
     }
 }
 
-impl Fortress {
+impl<T> Fortress<T> {
     /// As [`Worker::wait`](crate::Worker::wait), for async code: completes once the
     /// fortress is killed and no visit is running. It stays pending on a live
     /// fortress, however empty: only a kill ends it. Dropping it leaves nothing behind.

@@ -279,12 +279,9 @@
 //!
 //! The minimum supported Rust version is 1.86.
 #![warn(missing_docs, missing_debug_implementations)]
-// No unsafe code, ever, in the library. The one exception is the loom models' test
-// cell (a loom `UnsafeCell` whose every access loom checks, in `models/loom_core.rs`),
-// compiled only under `cfg(all(test, loom))`, where `forbid` would make that module's
-// `allow` an error.
-#![cfg_attr(not(all(test, loom)), forbid(unsafe_code))]
-#![cfg_attr(all(test, loom), deny(unsafe_code))]
+// No unsafe code in the library but in `value.rs`, the module that owns the value's
+// `UnsafeCell` (and, under loom, the models' test cell in `models/loom_core.rs`).
+#![deny(unsafe_code)]
 
 // The waits sleep through `atomic-wait`: keep this list equal to the targets its
 // `src/lib.rs` has a `platform` module for (atomic-wait 1.1: these seven).
@@ -320,6 +317,7 @@ mod slab;
 mod state;
 mod sync;
 mod user;
+mod value;
 mod visit;
 mod worker;
 
@@ -330,7 +328,7 @@ mod models;
 pub use abort::Abort;
 pub use error::{is_fortress_error, BoxError, Error};
 pub use exclusive::{Exclusive, OwnedExclusive};
-pub use fortress::{Fortress, Guard, Guest};
+pub use fortress::{Fortress, Guard, Guest, Layout};
 pub use manifold::{manifold, Manifold};
 pub use occupy::{occupy, Occupied, OccupyError};
 pub use visit::{OwnedVisit, Visit};

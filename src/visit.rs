@@ -1,13 +1,15 @@
 //! A visit in progress: it lasts while the value lives and ends, exactly once, when it
 //! is dropped, on every path (unwinding included).
 
-use crate::gate::Gate;
+use crate::fortress::Inner;
 use crate::shards::Ticket;
 use crate::sync::Arc;
+use crate::value::Shared;
 use core::fmt;
+use core::ops::Deref;
 
 /// A visit that borrows its [`Guest`](crate::Guest), from [`Guest::enter`] or
-/// [`Guest::try_enter`].
+/// [`Guest::try_enter`]: it derefs to the value the fortress holds.
 ///
 /// The visit ends when this value is dropped. It is `Send`: a visit may end on another
 /// (scoped) thread. Forgetting it (`mem::forget`) leaves the visit open for good, and
@@ -31,15 +33,17 @@ use core::fmt;
 /// # Ok::<(), fortress_gate::Error>(())
 /// ```
 #[must_use = "the visit ends as soon as this value is dropped"]
-pub struct Visit<'a> {
-    gate: &'a Gate,
+pub struct Visit<'a, T = ()> {
+    gate: &'a Inner<T>,
     /// The slot it entered through (sharded fortresses; 0 otherwise).
     ticket: Ticket,
+    leave: Shared<T>,
 }
 
 /// A visit that owns a handle to its fortress, from [`Guest::enter_owned`]: it can
 /// outlive the `Guest` it came from, for instance in a spawned thread. It costs one
-/// reference-count increment and decrement more than a [`Visit`].
+/// reference-count increment and decrement more than a [`Visit`]. It derefs to the
+/// value the fortress holds.
 ///
 /// [`Guest::enter_owned`]: crate::Guest::enter_owned
 ///
@@ -57,15 +61,22 @@ pub struct Visit<'a> {
 /// # Ok::<(), fortress_gate::Error>(())
 /// ```
 #[must_use = "the visit ends as soon as this value is dropped"]
-pub struct OwnedVisit {
-    gate: Arc<Gate>,
+pub struct OwnedVisit<T = ()> {
+    gate: Arc<Inner<T>>,
     ticket: Ticket,
+    leave: Shared<T>,
 }
 
-impl<'a> Visit<'a> {
+impl<'a, T> Visit<'a, T> {
     /// Wraps a visit that `gate` has just admitted.
-    pub(crate) fn new(gate: &'a Gate, ticket: Ticket) -> Visit<'a> {
-        Visit { gate, ticket }
+    #[inline(always)]
+    pub(crate) fn new(gate: &'a Inner<T>, ticket: Ticket) -> Visit<'a, T> {
+        let leave = gate.value.share();
+        Visit {
+            gate,
+            ticket,
+            leave,
+        }
     }
 
     /// Whether a lockdown has closed the gate since: a long visit can finish early
@@ -92,10 +103,15 @@ impl<'a> Visit<'a> {
     }
 }
 
-impl OwnedVisit {
+impl<T> OwnedVisit<T> {
     /// Wraps a visit that `gate` has just admitted.
-    pub(crate) fn new(gate: Arc<Gate>, ticket: Ticket) -> OwnedVisit {
-        OwnedVisit { gate, ticket }
+    pub(crate) fn new(gate: Arc<Inner<T>>, ticket: Ticket) -> OwnedVisit<T> {
+        let leave = gate.value.share();
+        OwnedVisit {
+            gate,
+            ticket,
+            leave,
+        }
     }
 
     /// As [`Visit::lockdown_pending`].
@@ -105,30 +121,49 @@ impl OwnedVisit {
     }
 }
 
-impl Drop for Visit<'_> {
+impl<T> Deref for Visit<'_, T> {
+    type Target = T;
+
+    #[inline(always)]
+    fn deref(&self) -> &T {
+        self.gate.value.get(&self.leave)
+    }
+}
+
+impl<T> Deref for OwnedVisit<T> {
+    type Target = T;
+
+    #[inline]
+    fn deref(&self) -> &T {
+        self.gate.value.get(&self.leave)
+    }
+}
+
+impl<T> Drop for Visit<'_, T> {
     #[inline(always)]
     fn drop(&mut self) {
+        self.leave.release();
         self.gate.leave(self.ticket);
     }
 }
 
-impl Drop for OwnedVisit {
+impl<T> Drop for OwnedVisit<T> {
     #[inline]
     fn drop(&mut self) {
+        self.leave.release();
         self.gate.leave(self.ticket);
     }
 }
 
-impl fmt::Debug for Visit<'_> {
+// As std's guards: the value, when it can be shown.
+impl<T: fmt::Debug> fmt::Debug for Visit<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Visit").field(&self.gate.snapshot()).finish()
+        fmt::Debug::fmt(&**self, f)
     }
 }
 
-impl fmt::Debug for OwnedVisit {
+impl<T: fmt::Debug> fmt::Debug for OwnedVisit<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("OwnedVisit")
-            .field(&self.gate.snapshot())
-            .finish()
+        fmt::Debug::fmt(&**self, f)
     }
 }
