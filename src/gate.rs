@@ -20,8 +20,8 @@ use crate::error::Error;
 use crate::notify::Notifier;
 use crate::shards::{Shards, Ticket};
 use crate::state::{
-    too_many_guests, Close, Decision, Kind, State, Waiters, Wake, Want, COUNT_SHIFT, ONE_GUEST,
-    SHUTS,
+    too_many_guests, Close, Decision, FastStep, Kind, State, Waiters, Wake, Want, COUNT_SHIFT,
+    ONE_GUEST, SHUTS,
 };
 use crate::sync::{
     Arc, AtomicU64,
@@ -308,44 +308,54 @@ impl Gate {
         }
     }
 
-    /// A guard's fast path: one compare-exchange from `idle` (with the shuts field it
-    /// last saw) to `step` of it. If the word was another state for which `is_idle`
-    /// holds (the shuts field moved), one more from that. `false` if the word is not
-    /// idle: take the slow path.
+    /// A guard's fast path: one compare-exchange from the word that is idle for
+    /// `step` with the shuts field it last saw, to `step` of it; if the word was
+    /// another idle one (the shuts field moved), one more from that. `false` if the
+    /// word is not idle: take the slow path. On `Claim` and `Close` it pairs as the
+    /// slow path's close does (Acquire), on `Unlock` and `EndPhase` as its reopen
+    /// (Release).
     #[inline(always)]
-    fn fast_step(
-        &self,
-        idle: State,
-        is_idle: fn(State) -> bool,
-        step: fn(State) -> State,
-        order: Ordering,
-    ) -> bool {
-        let guess = State(idle.0 | self.hot.shuts.load(Relaxed));
+    fn fast_step(&self, step: FastStep) -> bool {
+        if self.hot.shards.is_some() {
+            return false; // the slots must close or reopen too
+        }
+        let order = match step {
+            FastStep::Close | FastStep::Claim => Acquire,
+            FastStep::Unlock | FastStep::EndPhase => Release,
+        };
+        let guess = State(step.idle().0 | self.hot.shuts.load(Relaxed));
+        let next = step.apply(guess);
         match self
             .hot
             .state
-            .compare_exchange(guess.0, step(guess).0, order, Relaxed)
+            .compare_exchange(guess.0, next.0, order, Relaxed)
         {
-            Ok(_) => true,
-            Err(actual) => self.fast_step_again(State(actual), is_idle, step, order),
+            Ok(_) => {
+                if step.moves_shuts() {
+                    self.hot.shuts.store(next.0 & SHUTS, Relaxed);
+                }
+                true
+            }
+            Err(actual) => self.fast_step_again(State(actual), step, order),
         }
     }
 
     #[cold]
-    fn fast_step_again(
-        &self,
-        s: State,
-        is_idle: fn(State) -> bool,
-        step: fn(State) -> State,
-        order: Ordering,
-    ) -> bool {
+    fn fast_step_again(&self, s: State, step: FastStep, order: Ordering) -> bool {
         self.hot.shuts.store(s.0 & SHUTS, Relaxed);
-        is_idle(s)
-            && self
-                .hot
-                .state
-                .compare_exchange(s.0, step(s).0, order, Relaxed)
-                .is_ok()
+        if !step.is_idle(s) {
+            return false;
+        }
+        let next = step.apply(s);
+        let done = self
+            .hot
+            .state
+            .compare_exchange(s.0, next.0, order, Relaxed)
+            .is_ok();
+        if done {
+            self.hot.shuts.store(next.0 & SHUTS, Relaxed);
+        }
+        done
     }
 
     /// Opens the gate and wakes the guests waiting at it.
@@ -356,14 +366,7 @@ impl Gate {
         // too). The shuts field may be anything: the load reads it.
         // Release: pairs with the Acquire in `try_enter` and `claim_place`; the guard's
         // writes during its exclusive phase happen before every visit it now admits.
-        let fast = self.hot.shards.is_none()
-            && self.fast_step(
-                State::CLOSED,
-                State::is_idle_closed,
-                State::unlocked,
-                Release,
-            );
-        if fast {
+        if self.fast_step(FastStep::Unlock) {
             return Ok(());
         }
         self.unlock_slow()
@@ -387,8 +390,16 @@ impl Gate {
 
     /// The end of an exclusive phase: clears the owner mark and unlocks in one step
     /// (a killed fortress stays closed, and its `wait` callers may now return).
-    #[cold]
+    #[inline]
     pub(crate) fn end_phase(&self) {
+        // Release: as in `unlock`; the phase's writes happen before every later visit.
+        if !self.fast_step(FastStep::EndPhase) {
+            self.end_phase_slow();
+        }
+    }
+
+    #[cold]
+    fn end_phase_slow(&self) {
         let ended = self.reopen(|s| s.owned().then(|| s.phase_ended()));
         debug_assert!(ended.is_ok(), "an exclusive phase ended twice");
     }
@@ -431,14 +442,7 @@ impl Gate {
         // shuts field may be anything: the load reads it.
         // Acquire: pairs with the Release in `leave`; every visit that ended happens
         // before the guard's exclusive phase.
-        let fast = self.hot.shards.is_none()
-            && self.fast_step(
-                State::OPEN,
-                State::is_idle_open,
-                State::locked_down,
-                Acquire,
-            );
-        if fast {
+        if self.fast_step(FastStep::Close) {
             return Ok(true);
         }
         self.close_slow()
@@ -457,8 +461,19 @@ impl Gate {
     /// it must drain, with the back-out record of its close if that shut the open gate
     /// (`Gate::withdraw`). `Ok(None)` if a phase holds the gate: wait for its end
     /// (`Gate::wait_phase`), then close again.
-    #[cold]
+    #[inline]
     pub(crate) fn close_scoped(&self) -> Result<Option<Close>, Error> {
+        // The common case in one compare-exchange: open, empty, nobody waiting, on the
+        // single word; the gate is closed and the phase's at once. Acquire: as in
+        // `close`.
+        if self.fast_step(FastStep::Claim) {
+            return Ok(Some(Close::Owned));
+        }
+        self.close_scoped_slow()
+    }
+
+    #[cold]
+    fn close_scoped_slow(&self) -> Result<Option<Close>, Error> {
         let sharded = self.hot.shards.is_some();
         let mut close = Close::Owned;
         // Acquire: as in `close`.

@@ -270,20 +270,6 @@ impl State {
     /// A new fortress.
     pub const NEW: State = State::CLOSED;
 
-    /// Open, alive, empty, nobody asleep, whatever the shuts field says: the state a
-    /// fast-path `lockdown` closes with one compare-exchange.
-    #[inline]
-    pub const fn is_idle_open(self) -> bool {
-        self.0 & !SHUTS == State::OPEN.0
-    }
-
-    /// Closed, not owned, alive, empty, nobody asleep, whatever the shuts field says:
-    /// the state a fast-path `unlock` opens with one compare-exchange.
-    #[inline]
-    pub const fn is_idle_closed(self) -> bool {
-        self.0 & !SHUTS == State::CLOSED.0
-    }
-
     /// An exclusive phase holds the gate.
     #[inline]
     pub const fn owned(self) -> bool {
@@ -602,6 +588,59 @@ pub(crate) fn too_many_guests() -> ! {
     std::process::abort()
 }
 
+/// The guards' fast paths: each moves a word that is *idle* for it (nothing set but
+/// the bits named here and the shuts field, whatever that holds) to its next state
+/// with plain bit operations. On an idle word each equals the [`State`] method that
+/// the slow path applies (tested below), so the fast and slow paths cannot disagree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FastStep {
+    /// `lockdown` of the open, empty gate: [`State::locked_down`].
+    Close,
+    /// `unlock` of the closed gate that no phase holds: [`State::unlocked`].
+    Unlock,
+    /// A scoped lockdown of the open, empty gate takes it for its phase at once:
+    /// [`State::locked_down_scoped`]'s [`Close::Owned`].
+    Claim,
+    /// The end of a phase that nobody waits beside: [`State::phase_ended`].
+    EndPhase,
+}
+
+impl FastStep {
+    /// The idle word for this step, with the shuts field at 0.
+    #[inline]
+    pub const fn idle(self) -> State {
+        match self {
+            FastStep::Close | FastStep::Claim => State::OPEN,
+            FastStep::Unlock => State::CLOSED,
+            FastStep::EndPhase => State(LOCKED | OWNED),
+        }
+    }
+
+    /// Whether `s` is idle for this step.
+    #[inline]
+    pub const fn is_idle(self, s: State) -> bool {
+        s.0 & !SHUTS == self.idle().0
+    }
+
+    /// The step applied to a word that is idle for it.
+    #[inline]
+    pub const fn apply(self, s: State) -> State {
+        debug_assert!(self.is_idle(s));
+        match self {
+            FastStep::Close => State(s.0 | LOCKED),
+            FastStep::Unlock => State(s.0 & !LOCKED),
+            FastStep::Claim => State(s.0 | LOCKED | OWNED),
+            FastStep::EndPhase => State(s.with_next_shuts().0 .0 & !(LOCKED | OWNED)),
+        }
+    }
+
+    /// Whether the step moves the shuts field (the fast paths' guess of it must follow).
+    #[inline]
+    pub const fn moves_shuts(self) -> bool {
+        matches!(self, FastStep::EndPhase)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -635,12 +674,12 @@ mod tests {
         assert!(State::CLOSED.woken_by(State::OPEN).is_empty());
         // Whatever the shuts field says, the fast paths flip the lock bit alone.
         let used = State(7 << SHUTS_SHIFT);
-        assert!(used.is_idle_open() && !used.is_idle_closed());
+        assert!(FastStep::Close.is_idle(used) && !FastStep::Unlock.is_idle(used));
         assert_eq!(used.locked_down(), State(used.0 | LOCKED));
-        assert!(State(used.0 | LOCKED).is_idle_closed());
+        assert!(FastStep::Unlock.is_idle(State(used.0 | LOCKED)));
         assert_eq!(State(used.0 | LOCKED).unlocked(), used);
-        assert!(!State(OWNED | LOCKED).is_idle_closed());
-        assert!(!State(SCOPED | LOCKED).is_idle_closed());
+        assert!(!FastStep::Unlock.is_idle(State(OWNED | LOCKED)));
+        assert!(!FastStep::Unlock.is_idle(State(SCOPED | LOCKED)));
     }
 
     /// A scoped close of the open gate with a guest inside: its state and its record.
@@ -691,7 +730,7 @@ mod tests {
         assert_eq!(closed.scope(), 0);
         assert_eq!(closed.0 & SHUTS, 0);
         // The fast paths see an idle word once the record is over.
-        assert!(mine.without_guest().unlocked().is_idle_open());
+        assert!(FastStep::Close.is_idle(mine.without_guest().unlocked()));
     }
 
     #[test]
@@ -885,6 +924,48 @@ mod tests {
             }
         }
         assert!(State(GATE_WAITERS).check_invariants().is_err());
+    }
+
+    #[test]
+    fn every_fast_step_equals_its_slow_path_on_every_idle_word() {
+        let shuts = [0, 1, 2, (1 << SHUTS_BITS) - 2, (1 << SHUTS_BITS) - 1];
+        let steps = [
+            FastStep::Close,
+            FastStep::Unlock,
+            FastStep::Claim,
+            FastStep::EndPhase,
+        ];
+        for step in steps {
+            for shuts in shuts {
+                let s = State(step.idle().0 | (shuts as u64) << SHUTS_SHIFT);
+                assert!(step.is_idle(s));
+                let slow = match step {
+                    FastStep::Close => s.locked_down(),
+                    FastStep::Unlock => s.unlocked(),
+                    FastStep::Claim => {
+                        assert_eq!(s.locked_down_scoped().1, Close::Owned);
+                        s.locked_down_scoped().0
+                    }
+                    FastStep::EndPhase => s.phase_ended(),
+                };
+                assert_eq!(step.apply(s), slow, "{step:?} from {s:?}");
+                assert_eq!(step.moves_shuts(), slow.shuts() != s.shuts(), "{step:?}");
+            }
+            // Anything else set makes the word not idle for the step.
+            for bit in [
+                SHUTDOWN,
+                GATE_THREADS,
+                DRAIN_TASKS,
+                DONE_THREADS,
+                SCOPED,
+                ONE_GUEST,
+            ] {
+                assert!(
+                    !step.is_idle(State(step.idle().0 | bit)),
+                    "{step:?} {bit:#x}"
+                );
+            }
+        }
     }
 
     #[test]
