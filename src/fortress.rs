@@ -53,6 +53,32 @@ use core::fmt;
 /// std::thread::spawn(move || drop(guard));
 /// ```
 ///
+/// The async forms are `Send` when `T` is `Send + Sync`, so a task that awaits one on
+/// such a value can be spawned on a multi-threaded runtime:
+///
+/// ```
+/// use fortress_gate::{Abort, Fortress};
+/// fn spawnable<F: std::future::Future + Send>(_: F) {}
+/// let fortress = Fortress::holding(String::new());
+/// let (guest, guard) = (fortress.guest(), fortress.guard());
+/// spawnable(async move {
+///     let visit = guest.enter_async(Abort::NEVER).await;
+///     drop(visit);
+///     let exclusive = guard.exclusive_async(Abort::NEVER).await;
+///     drop(exclusive);
+/// });
+/// ```
+///
+/// and not otherwise:
+///
+/// ```compile_fail
+/// use fortress_gate::{Abort, Fortress};
+/// fn spawnable<F: std::future::Future + Send>(_: F) {}
+/// let fortress = Fortress::holding(std::rc::Rc::new(0));
+/// let guest = fortress.guest();
+/// spawnable(async move { drop(guest.enter_async(Abort::NEVER).await) });
+/// ```
+///
 /// A visit to a value that is not `Sync` stays on its thread:
 ///
 /// ```compile_fail

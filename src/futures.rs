@@ -228,15 +228,12 @@ impl<T> Guest<T> {
     /// # }
     /// ```
     #[must_use = "futures do nothing unless awaited"]
-    // Not an `async fn`: the signature promises `Send`.
+    // `Send` exactly when `T` is `Send + Sync` (the future's auto traits show through).
     #[allow(clippy::manual_async_fn)]
     pub fn enter_async<'g: 'a, 'a>(
         &'g self,
         abort: &'a Abort,
-    ) -> impl Future<Output = Result<Visit<'g, T>, Error>> + Send + 'a
-    where
-        T: Send + Sync,
-    {
+    ) -> impl Future<Output = Result<Visit<'g, T>, Error>> + 'a {
         // The entry future is built inside the block: built outside and moved in, it
         // was copied field by field into the block's state (about 2x slower).
         async move {
@@ -251,15 +248,12 @@ impl<T> Guest<T> {
     /// # Errors
     /// As [`Guest::visit`].
     #[must_use = "futures do nothing unless awaited"]
-    // Not an `async fn`: the signature promises `Send`.
+    // `Send` exactly when `T` is `Send + Sync` (the future's auto traits show through).
     #[allow(clippy::manual_async_fn)]
     pub fn enter_owned_async<'a>(
         &'a self,
         abort: &'a Abort,
-    ) -> impl Future<Output = Result<OwnedVisit<T>, Error>> + Send + 'a
-    where
-        T: Send + Sync,
-    {
+    ) -> impl Future<Output = Result<OwnedVisit<T>, Error>> + 'a {
         async move {
             let ticket = self.enter_future(abort).await?;
             Ok(OwnedVisit::new(Arc::clone(&self.gate), ticket))
@@ -310,15 +304,12 @@ impl<T> Guard<T> {
     /// # Errors
     /// As [`Guard::exclusive`].
     #[must_use = "futures do nothing unless awaited"]
-    // Not an `async fn`: the signature promises `Send`.
+    // `Send` exactly when `T` is `Send + Sync` (the future's auto traits show through).
     #[allow(clippy::manual_async_fn)]
     pub fn exclusive_async<'g: 'a, 'a>(
         &'g self,
         abort: &'a Abort,
-    ) -> impl Future<Output = Result<Exclusive<'g, T>, Error>> + Send + 'a
-    where
-        T: Send + Sync,
-    {
+    ) -> impl Future<Output = Result<Exclusive<'g, T>, Error>> + 'a {
         async move {
             Lockdown::new(&self.gate, abort, true).await?;
             Ok(Exclusive::new(self))
@@ -331,15 +322,12 @@ impl<T> Guard<T> {
     /// # Errors
     /// As [`Guard::exclusive`].
     #[must_use = "futures do nothing unless awaited"]
-    // Not an `async fn`: the signature promises `Send`.
+    // `Send` exactly when `T` is `Send + Sync` (the future's auto traits show through).
     #[allow(clippy::manual_async_fn)]
     pub fn exclusive_owned_async<'a>(
         &'a self,
         abort: &'a Abort,
-    ) -> impl Future<Output = Result<OwnedExclusive<T>, Error>> + Send + 'a
-    where
-        T: Send + Sync,
-    {
+    ) -> impl Future<Output = Result<OwnedExclusive<T>, Error>> + 'a {
         async move {
             Lockdown::new(&self.gate, abort, true).await?;
             Ok(OwnedExclusive::new(self.clone()))
