@@ -2,13 +2,18 @@
 //!
 //! * `uncontended`: one visit (enter + leave) on an open fortress, against the bare
 //!   atomic pair that is this design's floor, std's and parking_lot's read locks, and
-//!   a hand-written `Mutex` + `Condvar` fortress;
-//! * `lockdown`: lockdown + unlock with nobody inside, against write lock + drop;
+//!   a hand-written `Mutex` + `Condvar` fortress; and `enter` + reading the `u64` of a
+//!   `Fortress::holding(0_u64)` + drop, against `enter` + drop on a `Fortress<()>`;
+//! * `lockdown`: lockdown + unlock with nobody inside, against write lock + drop; and
+//!   `exclusive` + writing the `u64` of a `Fortress::holding(0_u64)` + drop, against
+//!   std's `RwLock<u64>` write + the same write + drop;
 //! * `contended`: every core visiting at once;
 //! * `wakeup`: from `unlock` to a sleeping guest running, and from the last visit
 //!   leaving to a sleeping lockdown returning, against a `Mutex` + `Condvar` hand-off;
 //! * `async_uncontended`: `enter_async` + drop on an open fortress, against tokio's and
-//!   async-lock's `RwLock::read` + drop, all polled by one minimal `block_on`;
+//!   async-lock's `RwLock::read` + drop, all polled by one minimal `block_on`; and
+//!   `enter_async` + reading the `u64` of a `Fortress::holding(0_u64)` + drop, against
+//!   tokio's `RwLock<u64>` read + the same read + drop;
 //! * `async_wakeup`: from `unlock` to a task pending at the gate running, on a
 //!   two-worker tokio runtime, against the same hand-off through tokio's `RwLock`
 //!   (`WakeUps` in `lib.rs`, shared with `paired.rs`).
@@ -21,6 +26,7 @@
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 use fortress_gate::{Abort, Fortress, Guard, Guest};
 use fortress_gate_benches::{block_on, WakeUps, FALL_ASLEEP};
+use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Barrier, Condvar, Mutex, RwLock};
 use std::thread;
@@ -65,10 +71,30 @@ impl CondvarFortress {
 }
 
 fn open_fortress() -> (Fortress, Guard, Guest) {
-    let fortress = Fortress::new();
+    open(Fortress::new())
+}
+
+/// `fortress`, opened, and its handles.
+fn open<T>(fortress: Fortress<T>) -> (Fortress<T>, Guard<T>, Guest<T>) {
     let (guard, guest) = (fortress.guard(), fortress.guest());
     guard.unlock().unwrap();
     (fortress, guard, guest)
+}
+
+/// Reads the `u64` through a read guard (a visit, a lock's read guard), then drops
+/// the guard: the same steps for every side that reads a value.
+#[inline]
+fn read_through(guard: impl Deref<Target = u64>) {
+    let guard = black_box(guard);
+    black_box(*guard);
+}
+
+/// Adds one to the `u64` through a write guard (an exclusive phase, a lock's write
+/// guard), then drops the guard: the same steps for every side that writes a value.
+#[inline]
+fn write_through(guard: impl DerefMut<Target = u64>) {
+    let mut guard = black_box(guard);
+    *guard = guard.wrapping_add(1);
 }
 
 fn uncontended(c: &mut Criterion) {
@@ -88,6 +114,11 @@ fn uncontended(c: &mut Criterion) {
     });
     g.bench_function("fortress_enter_drop", |b| {
         b.iter(|| drop(black_box(guest.enter(&never).unwrap())))
+    });
+    // Against `fortress_enter_drop`: what holding a value costs a visit.
+    let (_v, _value_guard, value_guest) = open(Fortress::holding(0_u64));
+    g.bench_function("fortress_value_enter_read", |b| {
+        b.iter(|| read_through(value_guest.enter(&never).unwrap()))
     });
     let std_lock = RwLock::new(());
     g.bench_function("std_rwlock_read", |b| {
@@ -117,6 +148,14 @@ fn lockdown(c: &mut Criterion) {
     let std_lock = RwLock::new(());
     g.bench_function("std_rwlock_write", |b| {
         b.iter(|| drop(black_box(std_lock.write().unwrap())))
+    });
+    let (_v, value_guard, _value_guest) = open(Fortress::holding(0_u64));
+    g.bench_function("fortress_value_exclusive_write", |b| {
+        b.iter(|| write_through(value_guard.exclusive(&never).unwrap()))
+    });
+    let std_value = RwLock::new(0_u64);
+    g.bench_function("std_rwlock_u64_write", |b| {
+        b.iter(|| write_through(std_value.write().unwrap()))
     });
     let pl_lock = parking_lot::RwLock::new(());
     g.bench_function("parking_lot_write", |b| {
@@ -366,6 +405,14 @@ fn async_uncontended(c: &mut Criterion) {
     let async_lock = async_lock::RwLock::new(());
     g.bench_function("async_lock_read", |b| {
         b.iter(|| block_on(async { drop(black_box(async_lock.read().await)) }))
+    });
+    let (_v, _value_guard, value_guest) = open(Fortress::holding(0_u64));
+    g.bench_function("fortress_value_enter_read", |b| {
+        b.iter(|| block_on(async { read_through(value_guest.enter_async(&never).await.unwrap()) }))
+    });
+    let tokio_value = tokio::sync::RwLock::new(0_u64);
+    g.bench_function("tokio_rwlock_u64_read", |b| {
+        b.iter(|| block_on(async { read_through(tokio_value.read().await) }))
     });
     g.finish();
 }

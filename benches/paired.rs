@@ -9,6 +9,12 @@
 //! The wake-up row alternates single hand-offs instead (fortress, tokio, tokio,
 //! fortress, ...) and compares the medians of the two latencies.
 //!
+//! The `value_*` and `exclusive_std` rows time a fortress that holds a `u64`
+//! (`Fortress::holding(0_u64)`, single word): reading it through a visit against an
+//! entry into a `Fortress<()>` (what holding a value costs a visit), and against tokio's
+//! `RwLock<u64>` read; writing it through an exclusive phase against std's
+//! `RwLock<u64>` write.
+//!
 //! The `after_waits` rows compare a fortress on which 1,000 waits of every kind ended
 //! without success (aborted, or their future dropped) with a fresh one, in the same
 //! alternating blocks: the waits must leave nothing that slows the fast paths.
@@ -23,6 +29,7 @@ use fortress_gate::{Abort, Error, Fortress, Guard, Guest};
 use fortress_gate_benches::{block_on, Padded, WakeUps};
 use std::future::Future;
 use std::hint::black_box;
+use std::ops::{Deref, DerefMut};
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
@@ -86,8 +93,24 @@ fn paired(rounds: usize, mut a: impl FnMut(), mut b: impl FnMut()) -> Row {
     }
 }
 
+/// Reads the `u64` through a read guard (a visit, a lock's read guard), then drops
+/// the guard: the same steps for every side that reads a value.
+#[inline]
+fn read_through(guard: impl Deref<Target = u64>) {
+    let guard = black_box(guard);
+    black_box(*guard);
+}
+
+/// Adds one to the `u64` through a write guard (an exclusive phase, a lock's write
+/// guard), then drops the guard: the same steps for every side that writes a value.
+#[inline]
+fn write_through(guard: impl DerefMut<Target = u64>) {
+    let mut guard = black_box(guard);
+    *guard = guard.wrapping_add(1);
+}
+
 /// An open fortress and its handles.
-fn open(fortress: Fortress) -> (Fortress, Guard, Guest) {
+fn open<T>(fortress: Fortress<T>) -> (Fortress<T>, Guard<T>, Guest<T>) {
     let (guard, guest) = (fortress.guard(), fortress.guest());
     guard.unlock().unwrap();
     (fortress, guard, guest)
@@ -127,8 +150,11 @@ fn run(rounds: usize, only: Option<&str>) -> Vec<(&'static str, &'static str, Op
     let word = Padded::default();
     let (_f, guard, guest) = open(Fortress::new());
     let (_s, _sg, sharded) = open(Fortress::sharded());
+    let (_v, value_guard, value_guest) = open(Fortress::holding(0_u64));
     let std_lock = RwLock::new(());
+    let std_value = RwLock::new(0_u64);
     let tokio_lock = tokio::sync::RwLock::new(());
+    let tokio_value = tokio::sync::RwLock::new(0_u64);
     let async_lock = async_lock::RwLock::new(());
     let visit = || guest.visit(|| black_box(()), &never).unwrap();
     let pair = || atomic_pair(&word.0);
@@ -170,6 +196,34 @@ fn run(rounds: usize, only: Option<&str>) -> Vec<(&'static str, &'static str, Op
             )
         },
     );
+    // What holding a value costs a visit: the same entry and drop on a `Fortress<()>`,
+    // without the read.
+    rows.add(
+        "value_enter",
+        "enter+read u64+drop / enter+drop on Fortress<()>",
+        Some(1.03),
+        || {
+            paired(
+                rounds,
+                || read_through(value_guest.enter(&never).unwrap()),
+                || drop(black_box(guest.enter(&never).unwrap())),
+            )
+        },
+    );
+    // An exclusive phase with nobody inside, writing the value, against std's write
+    // lock writing its own.
+    rows.add(
+        "exclusive_std",
+        "exclusive+write u64+drop / std write+write+drop",
+        Some(1.10),
+        || {
+            paired(
+                rounds,
+                || write_through(value_guard.exclusive(&never).unwrap()),
+                || write_through(std_value.write().unwrap()),
+            )
+        },
+    );
     rows.add(
         "sharded_pair",
         "sharded enter+drop / atomic pair",
@@ -202,6 +256,19 @@ fn run(rounds: usize, only: Option<&str>) -> Vec<(&'static str, &'static str, Op
             paired(rounds, enter_async, || {
                 block_on(async { drop(black_box(async_lock.read().await)) })
             })
+        },
+    );
+    // Async reads of a value, both sides polled by the same `block_on`.
+    rows.add(
+        "value_async_tokio",
+        "async enter+read u64+drop / tokio RwLock<u64> read",
+        Some(0.45),
+        || {
+            paired(
+                rounds,
+                || block_on(async { read_through(value_guest.enter_async(&never).await.unwrap()) }),
+                || block_on(async { read_through(tokio_value.read().await) }),
+            )
         },
     );
     rows.add(

@@ -3,10 +3,14 @@
 //! in one run:
 //!
 //! * on two OS threads of readers (the machine has two cores): fortress-gate's
-//!   blocking `visit`, `std::sync::RwLock`, `parking_lot::RwLock`, and
+//!   blocking `enter` / `exclusive`, `std::sync::RwLock`, `parking_lot::RwLock`, and
 //!   `arc_swap::ArcSwap` (readers `load()`, the reloader `store`s a new `Arc`);
 //! * on a two-worker tokio runtime with 8 reader tasks, each yielding every 64 reads:
-//!   fortress-gate's `enter_async` / `lockdown_async`, and `tokio::sync::RwLock`.
+//!   fortress-gate's `enter_async` / `exclusive_async`, and `tokio::sync::RwLock`.
+//!
+//! Every lock holds the config itself: the fortress is a `Fortress<Config>`
+//! (`Fortress::holding`), read through its visits' `Deref` and written through its
+//! exclusive phases' `DerefMut`, as the `RwLock`s are through their guards.
 //!
 //! A reload writes the words one by one with the new version, so a reader that sees
 //! words of two versions has made a torn read; there must be none. Every 16th read is
@@ -22,7 +26,7 @@
 use arc_swap::ArcSwap;
 use fortress_gate::{Abort, Fortress, Guard, Guest};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -56,46 +60,35 @@ trait Blocking: Sync {
     fn reload(&self, version: u64);
 }
 
-/// fortress-gate holds no data: the words live beside it, as atomics so that the code
-/// is safe; `Relaxed` is enough, since the fortress orders visits and lockdowns.
+/// fortress-gate holding the config: readers read it in a visit, the reloader writes
+/// it in an exclusive phase.
 struct FortressConfig {
-    guard: Guard,
-    guest: Guest,
-    words: [AtomicU64; WORDS],
+    guard: Guard<Config>,
+    guest: Guest<Config>,
 }
 
 impl FortressConfig {
     fn new() -> FortressConfig {
-        let fortress = Fortress::new(); // locked at first
+        let fortress = Fortress::holding([0; WORDS]); // locked at first
         fortress.guard().unlock().expect("a new fortress unlocks");
         FortressConfig {
             guard: fortress.guard(),
             guest: fortress.guest(),
-            words: std::array::from_fn(|_| AtomicU64::new(0)),
-        }
-    }
-
-    fn read_words(&self) -> bool {
-        torn(self.words.iter().map(|w| w.load(Relaxed)))
-    }
-
-    fn write_words(&self, version: u64) {
-        for w in &self.words {
-            w.store(version, Relaxed);
         }
     }
 }
 
 impl Blocking for FortressConfig {
     fn read(&self) -> bool {
-        let read = self.guest.visit(|| self.read_words(), &Abort::never());
-        read.expect("never killed")
+        let config = self.guest.enter(&Abort::never()).expect("never killed");
+        torn(config.iter().copied()) // the visit ends when `config` is dropped
     }
 
     fn reload(&self, version: u64) {
-        self.guard.lockdown(&Abort::never()).expect("never killed");
-        self.write_words(version);
-        self.guard.unlock().expect("never killed");
+        let mut config = self.guard.exclusive(&Abort::never()).expect("never killed");
+        for w in config.iter_mut() {
+            *w = version;
+        } // the phase ends, and the gate opens, when `config` is dropped
     }
 }
 
@@ -148,16 +141,16 @@ trait Async: Send + Sync + 'static {
 
 impl Async for FortressConfig {
     async fn read(&self) -> bool {
-        let visit = self.guest.enter_async(&Abort::never()).await;
-        let _visit = visit.expect("never killed"); // the visit ends when dropped
-        self.read_words()
+        let config = self.guest.enter_async(&Abort::never()).await;
+        torn(config.expect("never killed").iter().copied())
     }
 
     async fn reload(&self, version: u64) {
-        let lockdown = self.guard.lockdown_async(&Abort::never()).await;
-        lockdown.expect("never killed");
-        self.write_words(version);
-        self.guard.unlock().expect("never killed");
+        let config = self.guard.exclusive_async(&Abort::never()).await;
+        let mut config = config.expect("never killed");
+        for w in config.iter_mut() {
+            *w = version;
+        }
     }
 }
 
