@@ -74,8 +74,11 @@ impl<T> Guard<T> {
     /// assert!(!fortress.is_locked(), "unlocked on the early return too");
     /// # Ok::<(), BoxError>(())
     /// ```
+    #[inline]
     pub fn exclusive(&self, abort: &Abort) -> Result<Exclusive<'_, T>, Error> {
-        scoped_lockdown(&self.gate, abort)?;
+        if !self.gate.try_claim() {
+            scoped_lockdown(&self.gate, abort)?;
+        }
         Ok(Exclusive::new(self))
     }
 
@@ -106,6 +109,7 @@ impl<T> Guard<T> {
 /// A lockdown that takes the gate for a phase, and backs out when it gives up: see
 /// [`Guard::exclusive`]. While another phase holds the gate it waits for that phase to
 /// end, then closes and drains on its own.
+#[cold]
 fn scoped_lockdown(gate: &Gate, abort: &Abort) -> Result<(), Error> {
     loop {
         let (record, since) = match gate.close_scoped()? {
@@ -171,6 +175,7 @@ pub struct Exclusive<'a, T = ()> {
 
 impl<'a, T> Exclusive<'a, T> {
     /// The phase that `guard`'s scoped lockdown has just claimed.
+    #[inline]
     pub(crate) fn new(guard: &'a Guard<T>) -> Exclusive<'a, T> {
         let leave = guard.gate.value.unique();
         Exclusive { guard, leave }
@@ -194,6 +199,7 @@ impl<T> DerefMut for Exclusive<'_, T> {
 }
 
 impl<T> Drop for Exclusive<'_, T> {
+    #[inline]
     fn drop(&mut self) {
         self.leave.release();
         self.guard.gate.end_phase();

@@ -461,6 +461,14 @@ impl Gate {
     /// it must drain, with the back-out record of its close if that shut the open gate
     /// (`Gate::withdraw`). `Ok(None)` if a phase holds the gate: wait for its end
     /// (`Gate::wait_phase`), then close again.
+    /// A scoped lockdown's fast path: `true` if it took the open, empty gate of a
+    /// single word for its phase at once (see `close_scoped`).
+    #[inline(always)]
+    pub(crate) fn try_claim(&self) -> bool {
+        // Acquire: as in `close`.
+        self.fast_step(FastStep::Claim)
+    }
+
     #[inline]
     pub(crate) fn close_scoped(&self) -> Result<Option<Close>, Error> {
         // The common case in one compare-exchange: open, empty, nobody waiting, on the

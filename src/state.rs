@@ -107,6 +107,9 @@ pub const SHUTS_BITS: u32 = 24;
 /// The shuts field: how many scoped closes have shut the open gate (never 0 once one
 /// has; wraps from 2^24 - 1 to 1).
 pub const SHUTS: u64 = ((1 << SHUTS_BITS) - 1) << SHUTS_SHIFT;
+/// The shuts field's largest value, and one step of it in place.
+const SHUTS_MAX: u32 = (1 << SHUTS_BITS) - 1;
+const ONE_SHUT: u64 = 1 << SHUTS_SHIFT;
 /// The lowest bit of the guest count.
 pub const COUNT_SHIFT: u32 = SHUTS_SHIFT + SHUTS_BITS;
 /// One guest, as added to the word.
@@ -630,7 +633,15 @@ impl FastStep {
             FastStep::Close => State(s.0 | LOCKED),
             FastStep::Unlock => State(s.0 & !LOCKED),
             FastStep::Claim => State(s.0 | LOCKED | OWNED),
-            FastStep::EndPhase => State(s.with_next_shuts().0 .0 & !(LOCKED | OWNED)),
+            FastStep::EndPhase => {
+                // The shuts field bumped as `with_next_shuts` does, without its division:
+                // it skips 0 as it wraps.
+                let bumped = match s.shuts() == SHUTS_MAX {
+                    true => s.0 & !SHUTS | ONE_SHUT,
+                    false => s.0 + ONE_SHUT,
+                };
+                State(bumped & !(LOCKED | OWNED))
+            }
         }
     }
 
