@@ -1,38 +1,44 @@
 //! The async side of the fortress, on a two-worker tokio runtime.
 //!
-//! A configuration "directory" of a few files, each carrying a version number, is
-//! served to reader tasks while a reload task keeps replacing it. Every reload takes
-//! the fortress with `exclusive_async` and a deadline token (`Abort::after`), rewrites
-//! the files one at a time (yielding to the executor between files, as real I/O
-//! would), then lets the `Exclusive` go, which unlocks. Readers read every file inside
-//! `visit_async` and check that all carry the same version; a mismatch is a torn read.
+//! The fortress holds a configuration: a release name and a "directory" of a few
+//! files, each carrying the release's version number (a `String` and a `HashMap`).
+//! Reader tasks read it while a reload task keeps replacing it. Every reload builds
+//! the next configuration aside, outside any phase (it reads the files one at a time,
+//! yielding to the executor between files, as real I/O would), then takes the
+//! fortress with `exclusive_async` and a deadline token (`Abort::after`) and assigns
+//! the new configuration in one step; dropping the `Exclusive` unlocks. Readers enter
+//! with `enter_async`, read every file through the visit (it derefs to the
+//! configuration), yielding between files, and check that all carry the release's
+//! version; a mismatch is a torn read.
 //!
-//! A backup task now and then copies the directory slowly, in one visit that outlasts
-//! the reload's deadline. A reload that comes meanwhile cannot get in within its
-//! deadline: it backs out (the gate opens again and the readers go on) and retries at
-//! its next turn. A heartbeat task ticks every millisecond throughout and records its
-//! longest gap: since no wait blocks a worker thread, the gap stays near the timer's
-//! own granularity.
+//! A backup task now and then copies the configuration slowly, in one visit that
+//! outlasts the reload's deadline. A reload that comes meanwhile cannot get in within
+//! its deadline: it backs out (the gate opens again and the readers go on), keeps the
+//! configuration it built, and retries at its next turn. A heartbeat task ticks every
+//! millisecond throughout and records its longest gap: since no wait blocks a worker
+//! thread, the gap stays near the timer's own granularity.
 //!
 //! Stopping starts from a `tokio_util::sync::CancellationToken`, turned into an abort
 //! token with `Abort::from_future`. Every loop races its next step against
 //! `stop.aborted()` (a small hand-written `select`, `unless`, since tokio's `macros`
 //! feature is not used), and the same token cuts short any wait at the gate. At the
-//! end the fortress is killed, and `wait_async` waits until the last visit has left.
+//! end the fortress is killed, `wait_async` waits until the last visit has left, and
+//! `try_into_inner` takes the last configuration out.
 //!
-//!     cargo run --release --example async_reload            # with the fortress
-//!     cargo run --release --example async_reload -- --unsafe  # without it
+//!     cargo run --release --example async_reload                 # one step per reload
+//!     cargo run --release --example async_reload -- --piecemeal  # one phase per file
 //!
-//! With the fortress the summary says `torn reads: 0` (the process fails otherwise);
-//! with `--unsafe` readers and reloads interleave, and torn reads appear. Each file is
-//! its own `Mutex<String>`, so a torn read is a mix of versions across files, never a
-//! data race.
+//! With one step per reload the summary says `torn reads: 0` (the process fails
+//! otherwise). With `--piecemeal` each reload writes the release name and the files in
+//! separate exclusive phases, each safe on its own, and readers that come between two
+//! of them see a half-reloaded configuration: torn reads appear, without any data race.
 
 use fortress_gate::{Abort, BoxError, Error, Fortress, Guard, Guest, Worker};
+use std::collections::HashMap;
 use std::future::{poll_fn, Future};
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -49,25 +55,39 @@ const BETWEEN_BACKUPS: Duration = Duration::from_millis(250);
 const BACKUP_PER_FILE: Duration = Duration::from_millis(4);
 const HEARTBEAT: Duration = Duration::from_millis(1);
 
-/// The served data: each file behind its own lock, so that a reload replaces them one
-/// by one and only the fortress makes the set consistent.
-struct Directory {
-    files: Vec<Mutex<String>>,
+/// The served configuration, held by the fortress: a release name and the files of
+/// that release.
+#[derive(Debug, Default)]
+struct Config {
+    /// `release N`.
+    release: String,
+    /// File name to contents.
+    files: HashMap<String, String>,
 }
 
-impl Directory {
-    fn new(version: u64) -> Directory {
-        Directory {
-            files: (0..FILES)
-                .map(|i| Mutex::new(contents(i, version)))
-                .collect(),
+impl Config {
+    /// Builds the configuration of release `version` aside, reading the files one at
+    /// a time (a yield after each stands for the I/O).
+    async fn load(version: u64) -> Config {
+        let mut files = HashMap::with_capacity(FILES);
+        for i in 0..FILES {
+            files.insert(file_name(i), contents(i, version));
+            tokio::task::yield_now().await;
+        }
+        Config {
+            release: format!("release {version}"),
+            files,
         }
     }
 
-    fn file(&self, i: usize) -> MutexGuard<'_, String> {
-        // A reader or reloader that panicked leaves whole strings behind.
-        self.files[i].lock().unwrap_or_else(PoisonError::into_inner)
+    /// The version the release name claims.
+    fn version(&self) -> Option<u64> {
+        self.release.strip_prefix("release ")?.parse().ok()
     }
+}
+
+fn file_name(i: usize) -> String {
+    format!("file-{i}.conf")
 }
 
 /// File `i` at `version`: a header line, then a body that repeats the version.
@@ -107,16 +127,16 @@ impl Tally {
 }
 
 fn main() -> Result<(), BoxError> {
-    let unsafe_mode = match std::env::args().nth(1).as_deref() {
+    let piecemeal = match std::env::args().nth(1).as_deref() {
         None => false,
-        Some("--unsafe") => true,
-        Some(other) => return Err(format!("unknown argument {other:?}; try --unsafe").into()),
+        Some("--piecemeal") => true,
+        Some(other) => return Err(format!("unknown argument {other:?}; try --piecemeal").into()),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_time()
         .build()?;
-    let tally = runtime.block_on(run(unsafe_mode))?;
+    let tally = runtime.block_on(run(piecemeal))?;
 
     let torn = tally.torn.load(Relaxed);
     println!(
@@ -126,8 +146,8 @@ fn main() -> Result<(), BoxError> {
         torn,
         tally.longest_gap_us.load(Relaxed) as f64 / 1000.0
     );
-    if torn > 0 && !unsafe_mode {
-        return Err("the fortress let a reader see a half-reloaded directory".into());
+    if torn > 0 && !piecemeal {
+        return Err("a reader saw a half-reloaded configuration".into());
     }
     Ok(())
 }
@@ -145,9 +165,8 @@ async fn unless<T>(stop: impl Future<Output = ()>, work: impl Future<Output = T>
     .await
 }
 
-async fn run(unsafe_mode: bool) -> Result<Arc<Tally>, BoxError> {
-    let fortress = Fortress::new();
-    let directory = Arc::new(Directory::new(0));
+async fn run(piecemeal: bool) -> Result<Arc<Tally>, BoxError> {
+    let fortress = Fortress::holding(Config::load(0).await);
     let tally = Arc::new(Tally::default());
     // Everything stops when `shutdown` is cancelled; the tasks see it through `stop`.
     let shutdown = CancellationToken::new();
@@ -155,40 +174,24 @@ async fn run(unsafe_mode: bool) -> Result<Arc<Tally>, BoxError> {
     println!(
         "async reload demo: tokio, 2 workers; 1 reload task, {READERS} readers, 1 backup, \
          {FILES} files; {}",
-        if unsafe_mode {
-            "WITHOUT the fortress (--unsafe)"
+        if piecemeal {
+            "each reload in one phase per file (--piecemeal)"
         } else {
-            "guarded by the fortress"
+            "each reload assigned in one step"
         }
     );
     fortress.guard().unlock()?;
 
     let heartbeat = tokio::spawn(heartbeat(tally.clone(), stop.clone()));
     let readers: Vec<_> = (0..READERS)
-        .map(|_| {
-            let task = reader(
-                fortress.guest(),
-                directory.clone(),
-                tally.clone(),
-                stop.clone(),
-                unsafe_mode,
-            );
-            tokio::spawn(task)
-        })
+        .map(|_| tokio::spawn(reader(fortress.guest(), tally.clone(), stop.clone())))
         .collect();
-    let backup = tokio::spawn(backup(
-        fortress.guest(),
-        directory.clone(),
-        tally.clone(),
-        stop.clone(),
-        unsafe_mode,
-    ));
+    let backup = tokio::spawn(backup(fortress.guest(), tally.clone(), stop.clone()));
     let reloader = tokio::spawn(reloader(
         fortress.guard(),
-        directory.clone(),
         tally.clone(),
         stop.clone(),
-        unsafe_mode,
+        piecemeal,
     ));
 
     let started = Instant::now();
@@ -214,7 +217,7 @@ async fn run(unsafe_mode: bool) -> Result<Arc<Tally>, BoxError> {
     // caller still waiting at the gate; `wait_async` returns once the last visit left.
     fortress.kill();
     fortress.wait_async().await;
-    if !unsafe_mode {
+    if !piecemeal {
         println!(
             "longest exclusive_async wait: {:.2} ms; reloads backed out after {} ms: {} \
              (during {} slow backups)",
@@ -224,6 +227,16 @@ async fn run(unsafe_mode: bool) -> Result<Arc<Tally>, BoxError> {
             tally.backups.load(Relaxed)
         );
     }
+    // The tasks dropped their guards and guests: this handle is the last, and the
+    // configuration can be taken out.
+    let last = fortress
+        .try_into_inner()
+        .map_err(|_| "a handle of the fortress is still alive")?;
+    println!(
+        "last configuration: {}, {} files",
+        last.release,
+        last.files.len()
+    );
     Ok(tally)
 }
 
@@ -243,73 +256,49 @@ async fn heartbeat(tally: Arc<Tally>, stop: Abort) {
 }
 
 /// Serves reads until `stop` fires (or the fortress is killed).
-async fn reader(
-    guest: Guest,
-    directory: Arc<Directory>,
-    tally: Arc<Tally>,
-    stop: Abort,
-    unsafe_mode: bool,
-) {
+async fn reader(guest: Guest<Config>, tally: Arc<Tally>, stop: Abort) {
     let mut stopped = pin!(stop.aborted());
     loop {
         let read = async {
-            if unsafe_mode {
-                Ok(read_all(&directory, None).await)
-            } else {
-                // `stop` cuts short a wait at a closed gate; the race below also ends
-                // a visit in progress (dropping `visit_async` ends the visit).
-                guest.visit_async(read_all(&directory, None), &stop).await
-            }
+            // `stop` cuts short a wait at a closed gate; the race below also ends a
+            // visit in progress (dropping this future drops the visit).
+            let config = guest.enter_async(&stop).await?;
+            Ok::<bool, Error>(read_all(&config, None).await)
         };
         match unless(stopped.as_mut(), read).await {
             Some(Ok(consistent)) => tally.count_read(consistent),
             None | Some(Err(Error::Aborted | Error::Shutdown)) => return,
-            Some(Err(other)) => panic!("visit_async: {other}"),
+            Some(Err(other)) => panic!("enter_async: {other}"),
         }
     }
 }
 
-/// Now and then copies the directory slowly, in one visit that outlasts a reload's
-/// deadline.
-async fn backup(
-    guest: Guest,
-    directory: Arc<Directory>,
-    tally: Arc<Tally>,
-    stop: Abort,
-    unsafe_mode: bool,
-) {
+/// Now and then copies the configuration slowly, in one visit that outlasts a
+/// reload's deadline.
+async fn backup(guest: Guest<Config>, tally: Arc<Tally>, stop: Abort) {
     let mut stopped = pin!(stop.aborted());
-    let slowly = Some(BACKUP_PER_FILE);
     while unless(stopped.as_mut(), tokio::time::sleep(BETWEEN_BACKUPS))
         .await
         .is_some()
     {
-        let consistent = if unsafe_mode {
-            read_all(&directory, slowly).await
-        } else {
-            match guest.visit_async(read_all(&directory, slowly), &stop).await {
-                Ok(consistent) => consistent,
-                Err(Error::Aborted | Error::Shutdown) => return,
-                Err(other) => panic!("visit_async: {other}"),
-            }
-        };
+        let consistent = match guest.enter_async(&stop).await {
+            Ok(config) => read_all(&config, Some(BACKUP_PER_FILE)).await,
+            Err(Error::Aborted | Error::Shutdown) => return,
+            Err(other) => panic!("enter_async: {other}"),
+        }; // the visit ends here
         tally.backups.fetch_add(1, Relaxed);
         tally.count_read(consistent);
     }
 }
 
-/// Reads every file, pausing after each (a yield, or `pause`); `true` if all carry one
-/// version.
-async fn read_all(directory: &Directory, pause: Option<Duration>) -> bool {
-    let mut seen = None;
-    let mut consistent = true;
+/// Reads every file, pausing after each (a yield, or `pause`); `true` if all carry the
+/// release's version.
+async fn read_all(config: &Config, pause: Option<Duration>) -> bool {
+    let release = config.version();
+    let mut consistent = release.is_some();
     for i in 0..FILES {
-        let version = version_of(&directory.file(i));
-        match (seen, version) {
-            (_, None) => consistent = false,
-            (None, Some(v)) => seen = Some(v),
-            (Some(first), Some(v)) => consistent &= first == v,
-        }
+        let version = config.files.get(&file_name(i)).and_then(|f| version_of(f));
+        consistent &= version.is_some() && version == release;
         match pause {
             Some(pause) => tokio::time::sleep(pause).await,
             None => tokio::task::yield_now().await,
@@ -318,50 +307,66 @@ async fn read_all(directory: &Directory, pause: Option<Duration>) -> bool {
     consistent
 }
 
-/// Replaces the directory with the next version, over and over, each time in an
-/// exclusive phase that it gives up on (backing out) if it cannot get in within
-/// `LOCKDOWN_WITHIN`.
-async fn reloader(
-    guard: Guard,
-    directory: Arc<Directory>,
-    tally: Arc<Tally>,
-    stop: Abort,
-    unsafe_mode: bool,
-) {
+/// Replaces the configuration with the next release, over and over. The next release
+/// is built aside; then an exclusive phase, which gives up (backing out) if it cannot
+/// get in within `LOCKDOWN_WITHIN`, assigns it in one step. A reload that backed out
+/// keeps what it built for its next turn.
+async fn reloader(guard: Guard<Config>, tally: Arc<Tally>, stop: Abort, piecemeal: bool) {
     let mut stopped = pin!(stop.aborted());
     let mut version = 0;
+    let mut pending: Option<Config> = None;
     while unless(stopped.as_mut(), tokio::time::sleep(BETWEEN_RELOADS))
         .await
         .is_some()
     {
-        // A fresh deadline for each attempt.
-        let within = Abort::after(LOCKDOWN_WITHIN);
-        let exclusive = if unsafe_mode {
-            None
-        } else {
-            let asked = Instant::now();
-            match guard.exclusive_async(&within).await {
-                Ok(exclusive) => {
-                    let waited = asked.elapsed().as_micros() as u64;
-                    tally.longest_lockdown_us.fetch_max(waited, Relaxed);
-                    Some(exclusive)
-                }
-                Err(Error::Aborted) => {
-                    // Backed out: the gate is open again. Try at the next turn.
-                    tally.backed_out.fetch_add(1, Relaxed);
-                    continue;
-                }
-                Err(Error::Shutdown) => return,
-                Err(other) => panic!("exclusive_async: {other}"),
+        if piecemeal {
+            version += 1;
+            if reload_piecemeal(&guard, version, &stop).await.is_err() {
+                return; // stopped or killed
+            }
+            tally.reloads.fetch_add(1, Relaxed);
+            continue;
+        }
+        let next = match pending.take() {
+            Some(next) => next,
+            None => {
+                version += 1;
+                Config::load(version).await // no phase yet: the readers go on
             }
         };
-        version += 1;
-        for i in 0..FILES {
-            *directory.file(i) = contents(i, version);
-            // Writing a file takes a while; other tasks run meanwhile.
-            tokio::task::yield_now().await;
+        // A fresh deadline for each attempt.
+        let within = Abort::after(LOCKDOWN_WITHIN);
+        let asked = Instant::now();
+        match guard.exclusive_async(&within).await {
+            Ok(mut config) => {
+                let waited = asked.elapsed().as_micros() as u64;
+                tally.longest_lockdown_us.fetch_max(waited, Relaxed);
+                *config = next; // the whole release at once; the old one is dropped
+            } // `config` is dropped here: the gate opens again
+            Err(Error::Aborted) => {
+                // Backed out: the gate is open again. Try at the next turn.
+                tally.backed_out.fetch_add(1, Relaxed);
+                pending = Some(next);
+                continue;
+            }
+            Err(Error::Shutdown) => return,
+            Err(other) => panic!("exclusive_async: {other}"),
         }
-        drop(exclusive); // unlocks
         tally.reloads.fetch_add(1, Relaxed);
     }
+}
+
+/// The wrong way, for `--piecemeal`: the release name and then each file in an
+/// exclusive phase of its own. Every phase is safe, but a reader that comes between
+/// two of them sees a configuration that is half old, half new.
+async fn reload_piecemeal(guard: &Guard<Config>, version: u64, stop: &Abort) -> Result<(), Error> {
+    guard.exclusive_async(stop).await?.release = format!("release {version}");
+    for i in 0..FILES {
+        let mut config = guard.exclusive_async(stop).await?;
+        config.files.insert(file_name(i), contents(i, version));
+        drop(config); // unlocks
+                      // Writing a file takes a while; other tasks run meanwhile.
+        tokio::task::yield_now().await;
+    }
+    Ok(())
 }

@@ -1,7 +1,9 @@
 //! A fortress: an abortable reader/writer gate.
 //!
-//! A fortress protects a shared resource, such as a directory of files that one party
-//! replaces while others read it. It has two kinds of handle:
+//! A fortress protects a shared resource, such as a configuration that one party
+//! replaces while others read it, or a directory of files. It can hold the resource
+//! itself, as a value of any type (see [The value](#the-value)), or stand in front of
+//! one that lives elsewhere. It has two kinds of handle:
 //!
 //! * a [`Guard`] opens the gate with [`Guard::unlock`] and closes it with
 //!   [`Guard::lockdown`]. A lockdown closes the gate **at once**, so no new visit
@@ -9,11 +11,11 @@
 //!   returns `Ok`, the guard has the resource to itself until it unlocks again.
 //!   [`Guard::exclusive`] does the same and unlocks when its [`Exclusive`] is dropped;
 //! * a [`Guest`] visits while the gate is open, concurrently with other guests:
-//!   [`Guest::visit`] runs a closure inside a visit, [`Guest::enter`] and
-//!   [`Guest::enter_owned`] return a [`Visit`] or an [`OwnedVisit`] that ends the visit
-//!   when dropped, and [`Guest::try_enter`] never waits. A long visit can ask
-//!   [`Visit::lockdown_pending`] (or [`OwnedVisit::lockdown_pending`]) whether a guard
-//!   is waiting for it.
+//!   [`Guest::visit`] runs a closure inside a visit, [`Guest::read`] runs one that
+//!   reads the value, [`Guest::enter`] and [`Guest::enter_owned`] return a [`Visit`]
+//!   or an [`OwnedVisit`] that ends the visit when dropped, and [`Guest::try_enter`]
+//!   never waits. A long visit can ask [`Visit::lockdown_pending`] (or
+//!   [`OwnedVisit::lockdown_pending`]) whether a guard is waiting for it.
 //!
 //! A [`Fortress`] ([`Fortress::new`], locked at first) hands out both
 //! ([`Fortress::guard`], [`Fortress::guest`]); all handles are cheap clones of one
@@ -43,13 +45,54 @@
 //! values; [`is_fortress_error`] finds one in the source chain of any error, such as
 //! a [`BoxError`] from a worker.
 //!
+//! # The value
+//!
+//! A fortress holds what it guards. [`Fortress::holding`] makes a `Fortress<T>` that
+//! keeps a value of type `T`: visits read it as `&T` and the exclusive phases of
+//! guards write it as `&mut T`, never both at once. [`Fortress::holding_with`] also
+//! picks how guests are kept, a [`Layout`] ([`Layout::Word`], [`Layout::Sharded`],
+//! [`Layout::Shards`]), which [`Fortress::layout`] tells. A [`Visit`] and an
+//! [`OwnedVisit`] deref to `&T` and [`Guest::read`] lends `&T` to a closure; an
+//! [`Exclusive`] and an [`OwnedExclusive`] deref to `&mut T`.
+//! [`Fortress::try_into_inner`] takes the value out and [`Fortress::get_mut`] lends
+//! it mutably, both only when no other handle or visit exists. The constructors that
+//! take no value ([`Fortress::new`], [`Fortress::sharded`], [`Fortress::with_shards`],
+//! `Default`) make a `Fortress<()>`, which guards something outside it (files, a
+//! device, another process's view of the world); [`occupy`] takes the guest of one,
+//! and [`manifold`] starts them.
+//!
+//! ```
+//! use fortress_gate::{Abort, Fortress};
+//!
+//! let fortress = Fortress::holding(String::from("release 1"));
+//! let (guard, guest) = (fortress.guard(), fortress.guest());
+//! guard.unlock()?;
+//! assert_eq!(*guest.enter(&Abort::never())?, "release 1"); // a visit derefs to &T
+//!
+//! let next = String::from("release 2"); // built aside, while the readers go on
+//! *guard.exclusive(&Abort::never())? = next; // no visit inside while it is written
+//! assert_eq!(guest.read(|release| release.len(), &Abort::never())?, 9);
+//! drop((guard, guest));
+//! assert_eq!(fortress.try_into_inner().unwrap(), "release 2"); // the last handle
+//! # Ok::<(), fortress_gate::Error>(())
+//! ```
+//!
+//! Nothing is poisoned: an [`Exclusive`] dropped by `?` or a panic ends the phase,
+//! and what it wrote stays written. So build a new value aside and assign it in one
+//! step, as above, when a change must be all or nothing (the [guide](crate::guide)
+//! shows it). The value lives as long as the last handle or visit, after a kill too,
+//! and is dropped once, on the thread that drops the last of them; a value that holds
+//! a handle of its own fortress makes a cycle and is never dropped. The handles are
+//! `Send` and `Sync` when `T` is `Send + Sync`, as `Arc<RwLock<T>>` is; the details
+//! are on [`Fortress`].
+//!
 //! # Example
 //!
 //! ```
 //! use fortress_gate::{Abort, Error, Fortress, Worker};
 //! use std::{thread, time::Duration};
 //!
-//! let fortress = Fortress::new(); // a new fortress is locked
+//! let fortress = Fortress::new(); // a new fortress is locked; it holds `()`
 //! let guard = fortress.guard();
 //! let guest = fortress.guest();
 //!
@@ -108,9 +151,12 @@
 //!   another guard unlocks while it waits, it keeps waiting. The one exception is an
 //!   exclusive phase ([`Guard::exclusive`] and its forms): while it lives, no guard
 //!   operation lets a visit in, and an `unlock` takes effect when the phase ends.
-//! * **A panic ends the visit, and nothing is poisoned.** If the closure of a visit
-//!   panics, or a thread unwinds while it holds a [`Visit`], the visit ends during the
-//!   unwinding (so a waiting lockdown completes) and the panic goes on.
+//! * **A panic ends the visit or the phase, and nothing is poisoned.** If the closure
+//!   of a visit panics, or a thread unwinds while it holds a [`Visit`], the visit ends
+//!   during the unwinding (so a waiting lockdown completes) and the panic goes on. An
+//!   [`Exclusive`] dropped by a panic (or by `?`) ends its phase and unlocks, and
+//!   whatever it wrote to the value stays: later visits see it, with no error to warn
+//!   them.
 //! * **Re-entering deadlocks, as with any reader-writer lock.** A visit that locks
 //!   down its own fortress, or visits it again while a lockdown is waiting, waits
 //!   forever (or until its abort fires).
@@ -127,10 +173,11 @@
 //!
 //! # When to pick it over `RwLock`
 //!
-//! * **The lock is a state, not a borrow.** `lockdown` and `unlock` are separate calls
-//!   that may happen in different functions or on different threads; no lock guard has
-//!   to live across the exclusive phase. The fortress also holds no data: it guards
-//!   something outside it (files, a device, another process's view of the world).
+//! * **The lock can be a state, not a borrow.** `lockdown` and `unlock` are separate
+//!   calls that may happen in different functions or on different threads; no lock
+//!   guard has to live across the exclusive phase. A `Fortress<()>` guards something
+//!   outside it (files, a device, another process's view of the world) that way; a
+//!   `Fortress<T>` also holds its value, written only through an [`Exclusive`].
 //! * **Waits can be abandoned.** Every wait takes an [`Abort`], and one token can cut
 //!   short waits on many fortresses at once. An aborted [`Guard::lockdown`] keeps the
 //!   gate closed, so no new visit slips in while the caller decides what to do; an
@@ -141,8 +188,9 @@
 //!   fortress).
 //! * **Guards are never starved** by a stream of guests.
 //!
-//! If what you need is a scoped read/write lock around some data, use
-//! [`std::sync::RwLock`]: it is the simpler tool.
+//! If what you need is a scoped read/write lock around some data, with no abort,
+//! deadline or shutdown, use [`std::sync::RwLock`]: it is the simpler tool. The
+//! [guide](crate::guide) compares the two, and `ArcSwap`, in more detail.
 //!
 //! # A lockdown that unlocks by itself
 //!
@@ -223,8 +271,9 @@
 //!   [`Abort::from_future`]; it polls those futures.
 //!
 //! The crate calls code it does not control: task wakers (`wake`, `clone`, `drop`),
-//! the futures of [`Abort::from_future`], and a worker's `kill` and `wait` in
-//! [`occupy`]. It never calls them while it holds a lock of its own, and only once the
+//! the futures of [`Abort::from_future`], a worker's `kill` and `wait` in
+//! [`occupy`], and the value's `Drop` (once, on the thread that drops the last handle
+//! or visit). It never calls them while it holds a lock of its own, and only once the
 //! state change that caused the call is complete, so a waker may re-enter any fortress
 //! or token.
 //!
