@@ -272,6 +272,10 @@ impl<T> Fortress<T> {
     /// kill), and is dropped then, once, on the thread that drops the last of them. A
     /// value that holds a handle of its own fortress is a cycle and is never dropped.
     ///
+    /// The fortress is a [`Worker`] (`kill`, `wait`) when `T` is
+    /// `Send + Sync + 'static`, as the trait asks. A fortress of any other value is
+    /// killed when its last `Fortress` or `Guard` is dropped while the gate is closed.
+    ///
     /// ```
     /// use fortress_gate::{Abort, Fortress};
     ///
