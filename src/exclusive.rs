@@ -121,21 +121,49 @@ fn scoped_lockdown(gate: &Gate, abort: &Abort) -> Result<(), Error> {
             }
         };
         let mut since = since;
+        // Backs out when the drain gives up: aborted, or unwinding (the `tokio`
+        // feature's panic on a worker thread).
+        let mut back_out = BackOut { gate, record };
         loop {
             match gate.drain_for_phase(since, abort) {
-                Ok(Drained::Owned) => return Ok(()),
+                Ok(Drained::Owned) => {
+                    back_out.disarm();
+                    return Ok(());
+                }
                 Ok(Drained::Since(now)) => since = now,
                 // Another phase took the gate (and ended this call's record), or came
                 // and went: close again once no phase holds the gate.
-                Ok(Drained::CloseAgain) => break gate.wait_phase(abort)?,
-                Err(Error::Aborted) => {
-                    if let Some(record) = record {
-                        gate.withdraw(record);
-                    }
-                    return Err(Error::Aborted);
+                Ok(Drained::CloseAgain) => {
+                    back_out.disarm();
+                    break gate.wait_phase(abort)?;
                 }
-                Err(e) => return Err(e),
+                Err(Error::Aborted) => return Err(Error::Aborted),
+                Err(e) => {
+                    back_out.disarm();
+                    return Err(e);
+                }
             }
+        }
+    }
+}
+
+/// A scoped close's back-out record while its drain runs: withdrawn when dropped,
+/// unless the drain ended otherwise than by giving up.
+struct BackOut<'a> {
+    gate: &'a Gate,
+    record: Option<u32>,
+}
+
+impl BackOut<'_> {
+    fn disarm(&mut self) {
+        self.record = None;
+    }
+}
+
+impl Drop for BackOut<'_> {
+    fn drop(&mut self) {
+        if let Some(record) = self.record {
+            self.gate.withdraw(record);
         }
     }
 }

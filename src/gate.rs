@@ -682,7 +682,11 @@ impl Gate {
             match self.look(want, Kind::Thread, abort, claim) {
                 Step::Done(result) => return result,
                 Step::Retry => continue,
-                Step::Sleep => notifier.sleep(seq),
+                Step::Sleep => {
+                    #[cfg(all(feature = "tokio", not(all(test, any(loom, shuttle)))))]
+                    no_sleep_on_a_tokio_worker(want);
+                    notifier.sleep(seq)
+                }
             }
         }
     }
@@ -901,4 +905,33 @@ impl Drop for TaskWait<'_> {
             });
         }
     }
+}
+
+/// With the `tokio` feature, a blocking call that is about to sleep on a thread that
+/// runs tokio tasks (a worker, or the thread of a current-thread runtime: what
+/// `tokio::runtime::worker_index` tells) panics instead: the visit or the guard it
+/// waits for may need that very thread, so it could wait forever. Never in
+/// `spawn_blocking` or `block_in_place`, and never for a call that needs no sleep. The
+/// unwinding leaves nothing behind: the wait's registration and flag go with their
+/// guards, and a scoped lockdown backs out (`exclusive.rs`).
+#[cfg(all(feature = "tokio", not(all(test, any(loom, shuttle)))))]
+#[cold]
+fn no_sleep_on_a_tokio_worker(want: Want) {
+    if tokio::runtime::worker_index().is_none() {
+        return;
+    }
+    let (call, instead) = match want {
+        Want::Open => (
+            "a guest's blocking entry (`enter`, `visit`, `read`)",
+            "`enter_async`",
+        ),
+        Want::Drained => ("`Guard::lockdown`", "`lockdown_async`"),
+        Want::Phase { .. } | Want::PhaseEnd => ("`Guard::exclusive`", "`exclusive_async`"),
+        Want::Done => ("`wait` or `wait_with`", "`wait_async`"),
+    };
+    panic!(
+        "fortress-gate: {call} would put a tokio worker thread to sleep, and the task it \
+         waits for may need that thread; use {instead} in async code (or call it from \
+         `spawn_blocking` or `block_in_place`)"
+    );
 }

@@ -394,7 +394,7 @@ pub mod internals {
     pub use crate::state::*;
 
     /// The fortress's state word right now.
-    pub fn snapshot(fortress: &crate::Fortress) -> State {
+    pub fn snapshot<T>(fortress: &crate::Fortress<T>) -> State {
         fortress.snapshot()
     }
 
@@ -405,7 +405,7 @@ pub mod internals {
 
     /// The fortress's task sets, summed over its notifiers: `(entries, keys)`, the
     /// wakers stored now and the most that were ever stored at once (for leak checks).
-    pub fn task_slots(fortress: &crate::Fortress) -> (usize, usize) {
+    pub fn task_slots<T>(fortress: &crate::Fortress<T>) -> (usize, usize) {
         fortress.gate.task_slots()
     }
 
