@@ -328,8 +328,8 @@
 //!
 //! The minimum supported Rust version is 1.86.
 #![warn(missing_docs, missing_debug_implementations)]
-// No unsafe code in the library but in `value.rs`, the module that owns the value's
-// `UnsafeCell` (and, under loom, the models' test cell in `models/loom_core.rs`).
+// No unsafe code in the crate but in `value.rs`, the module that owns the value's
+// `UnsafeCell` (the loom models' test resource is a `Value` too).
 #![deny(unsafe_code)]
 
 // The waits sleep through `atomic-wait`: keep this list equal to the targets its

@@ -19,6 +19,13 @@
 //!
 //! Under loom the cell is loom's, and each token keeps loom's access guard for as long
 //! as it lives, so a model fails if a visit's reading overlaps a phase's writing.
+//!
+//! The loom models' test resource (`Resource` in `models/loom_core.rs`, compiled only
+//! under `cfg(all(test, loom))`) is a `Value` too, and takes its tokens with no gate's
+//! leave: there the models' use of the fortress is what orders them, and it is the
+//! claim under test. Its tokens carry loom's access guards, and loom fails the model in
+//! `share` or `unique` when a token would conflict with a live one (or with one not
+//! ordered before it), before any reference is made from it.
 
 #![allow(unsafe_code)]
 
@@ -102,7 +109,8 @@ impl<T> Value<T> {
     }
 
     /// Leave to read, for a visit that the gate has just admitted (and that releases
-    /// it before it leaves). Nothing else may call this.
+    /// it before it leaves). Nothing else may call this, but the loom models'
+    /// `Resource` (module docs).
     #[inline]
     pub(crate) fn share(&self) -> Shared<T> {
         Shared {
@@ -113,7 +121,8 @@ impl<T> Value<T> {
     }
 
     /// Leave to write, for a scoped lockdown that has just claimed the gate for its
-    /// phase (and that releases it before the phase ends). Nothing else may call this.
+    /// phase (and that releases it before the phase ends). Nothing else may call this,
+    /// but the loom models' `Resource` (module docs).
     #[inline]
     pub(crate) fn unique(&self) -> Unique<T> {
         Unique {
@@ -139,7 +148,9 @@ impl<T> Value<T> {
             .with(|value| value);
         // SAFETY: a `Shared` token lives only inside a visit that the gate counts, and
         // while a visit is counted no phase holds the gate (module docs), so no `&mut T`
-        // exists; the reference lives no longer than the token.
+        // exists; the reference lives no longer than the token. (The loom models'
+        // `Resource` is no visit: there loom's guard in the token fails the model before
+        // a conflicting token exists, module docs.)
         unsafe { &*value }
     }
 
@@ -159,7 +170,9 @@ impl<T> Value<T> {
             .with(|value| value);
         // SAFETY: a `Unique` token lives only inside the one phase that holds the gate,
         // where no visit is counted and no other token exists (module docs); the
-        // reference lives no longer than the exclusive borrow of the token.
+        // reference lives no longer than the exclusive borrow of the token. (The loom
+        // models' `Resource` is no phase: there loom's guard in the token fails the
+        // model before a conflicting token exists, module docs.)
         unsafe { &mut *value }
     }
 

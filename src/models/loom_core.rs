@@ -5,33 +5,46 @@
 //!
 //! A lost wake-up shows as loom's "deadlock" (every thread asleep); an exclusive phase
 //! that overlaps a visit shows as a data race on the `Resource` cell, which the guard
-//! writes and the guests read without any synchronisation of their own.
+//! writes and the guests read without any synchronisation of their own. `Resource` is
+//! built on the crate's own `Value` (`value.rs`), so the models need no `unsafe`.
 //!
 //! They are unit tests (loom is a dev-dependency under `cfg(loom)` only), so the
 //! crate's own synchronisation primitives switch to loom's while they run.
 
+use crate::value::Value;
 use crate::{Abort, Error, Fortress, Worker};
-use loom::cell::UnsafeCell;
 use loom::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use loom::sync::Arc;
 use loom::thread;
 
-/// The protected resource: loom flags any access not ordered by the fortress.
-pub(crate) struct Resource(UnsafeCell<u64>);
-
-// SAFETY: this is the claim under test. Loom checks every access to the cell and
-// fails the model if two of them are not ordered by the fortress.
-unsafe impl Sync for Resource {}
+/// The protected resource, a resource that lives outside the fortress (the fortresses
+/// of these models hold `()`): loom flags any access not ordered by the fortress.
+///
+/// It is a `Value` of the crate's, whose cell is loom's in a model build, accessed the
+/// way the handles access a fortress's value: a token is taken for the access and
+/// released right after it. The token holds loom's access guard, so each `read` or
+/// `write` is one tracked access, as `with`/`with_mut` would make. Nothing but the
+/// models' own ordering (the fortress's) orders them: that is the claim under test.
+pub(crate) struct Resource(Value<u64>);
 
 impl Resource {
     pub(crate) fn new() -> Arc<Resource> {
-        Arc::new(Resource(UnsafeCell::new(0)))
+        Arc::new(Resource(Value::new(0)))
     }
+
     pub(crate) fn read(&self) -> u64 {
-        self.0.with(|p| unsafe { *p })
+        let mut leave = self.0.share();
+        let value = *self.0.get(&leave);
+        // As a visit does before it leaves: the access ends here.
+        leave.release();
+        value
     }
+
     pub(crate) fn write(&self, v: u64) {
-        self.0.with_mut(|p| unsafe { *p = v })
+        let mut leave = self.0.unique();
+        *self.0.get_unique(&mut leave) = v;
+        // As a phase does before it ends: the access ends here.
+        leave.release();
     }
 }
 
