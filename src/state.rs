@@ -328,7 +328,9 @@ impl State {
         let empty = self.guests() == 0;
         match waiters {
             Waiters::Gate => !self.locked() || self.shut_down(),
-            Waiters::Drain => self.shut_down() || (self.locked() && empty),
+            // A phase holds the gate only with no visit inside (a guest counted then is
+            // bouncing off it): the gate is drained.
+            Waiters::Drain => self.shut_down() || (self.locked() && (empty || self.owned())),
             Waiters::Done => self.shut_down() && empty && !self.owned(),
         }
     }

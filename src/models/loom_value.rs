@@ -188,3 +188,24 @@ fn a_second_exclusive_by_another_guard_waits_for_the_phase() {
         assert_eq!(fortress.guest().read(|v| *v, Abort::NEVER), Ok(12));
     });
 }
+
+/// (c) A plain `lockdown` by another guard during a phase returns `Ok`, while a guest
+///    bounces off the closed gate (counted in the word for an instant): during the
+///    phase the gate is closed with no visit inside, which is all a lockdown asks.
+///    Catches the first draft of 0.4, whose lockdown waited for the bouncer's count to
+///    drop; when the phase ended first, it slept on the open gate (loom: deadlock).
+#[test]
+fn a_plain_lockdown_during_a_phase_returns_though_a_guest_bounces() {
+    model_bounded(3, || {
+        let fortress = open_holding(Layout::Word);
+        let guard = fortress.guard();
+        let phase = guard.exclusive(&Abort::never()).unwrap();
+        let other = fortress.guard();
+        let locker = thread::spawn(move || other.lockdown(&Abort::never()));
+        let guest = fortress.guest();
+        let bouncer = thread::spawn(move || guest.try_enter().map(|visit| *visit));
+        drop(phase);
+        let _ = bouncer.join().unwrap();
+        assert_eq!(locker.join().unwrap(), Ok(()));
+    });
+}
