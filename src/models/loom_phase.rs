@@ -103,3 +103,22 @@ fn an_aborted_thread_wait_racing_another_waiter_and_the_unlock_leaves_no_flag() 
         assert_eq!(flags(&fortress), 0, "{:?}", fortress.snapshot());
     });
 }
+
+/// 4. A `wait_with` on a live fortress, asleep or about to sleep when its token fires,
+///    leaves no flag: nothing else would clear it (the fortress is not killed, so no
+///    settle ever finds its condition met), and every later lockdown and unlock would
+///    take the slow path for good. The last thread out of the group clears it.
+///    Catches a discharge that leaves the flag (the model above does not: there the
+///    unlock's settle clears the guests' flag).
+#[test]
+fn an_aborted_wait_with_on_a_live_fortress_leaves_no_flag() {
+    model_bounded(3, || {
+        let fortress = Fortress::new();
+        let give_up = Abort::new();
+        let (waiter, token) = (fortress.clone(), give_up.clone());
+        let waiting = thread::spawn(move || waiter.wait_with(&token));
+        give_up.abort();
+        assert_eq!(waiting.join().unwrap(), Err(Error::Aborted));
+        assert_eq!(flags(&fortress), 0, "{:?}", fortress.snapshot());
+    });
+}
