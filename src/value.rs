@@ -135,17 +135,7 @@ impl<T> Value<T> {
     /// The value, for as long as `leave` is held.
     #[inline]
     pub(crate) fn get<'a>(&'a self, leave: &'a Shared<T>) -> &'a T {
-        #[cfg(not(all(test, loom)))]
-        let value = {
-            let _ = leave;
-            self.cell.get().cast_const()
-        };
-        #[cfg(all(test, loom))]
-        let value = leave
-            .access
-            .as_ref()
-            .expect("read after release")
-            .with(|value| value);
+        let value = self.pointer(leave);
         // SAFETY: a `Shared` token lives only inside a visit that the gate counts, and
         // while a visit is counted no phase holds the gate (module docs), so no `&mut T`
         // exists; the reference lives no longer than the token. (The loom models'
@@ -157,17 +147,7 @@ impl<T> Value<T> {
     /// The value, writable, for as long as `leave` is held.
     #[inline]
     pub(crate) fn get_unique<'a>(&'a self, leave: &'a mut Unique<T>) -> &'a mut T {
-        #[cfg(not(all(test, loom)))]
-        let value = {
-            let _ = leave;
-            self.cell.get()
-        };
-        #[cfg(all(test, loom))]
-        let value = leave
-            .access
-            .as_ref()
-            .expect("written after release")
-            .with(|value| value);
+        let value = self.pointer(&*leave);
         // SAFETY: a `Unique` token lives only inside the one phase that holds the gate,
         // where no visit is counted and no other token exists (module docs); the
         // reference lives no longer than the exclusive borrow of the token. (The loom
@@ -179,20 +159,46 @@ impl<T> Value<T> {
     /// The value, read-only, for as long as `leave` is held.
     #[inline]
     pub(crate) fn get_shared_in_phase<'a>(&'a self, leave: &'a Unique<T>) -> &'a T {
-        #[cfg(not(all(test, loom)))]
-        let value = {
-            let _ = leave;
-            self.cell.get().cast_const()
-        };
-        #[cfg(all(test, loom))]
-        let value = leave
-            .access
-            .as_ref()
-            .expect("read after release")
-            .with(|value| value);
+        let value = self.pointer(leave);
         // SAFETY: as `get_unique`; this shared reborrow lives no longer than the shared
         // borrow of the token, so no `&mut T` from it exists meanwhile.
         unsafe { &*value }
+    }
+
+    /// The cell's pointer, taken through a token. Under loom, through the token's
+    /// access guard, so that loom checks the access it stands for.
+    #[inline(always)]
+    fn pointer(&self, leave: &impl Leave<T>) -> *mut T {
+        #[cfg(not(all(test, loom)))]
+        {
+            let _ = leave;
+            self.cell.get()
+        }
+        #[cfg(all(test, loom))]
+        leave.pointer()
+    }
+}
+
+/// A token that leads to the value: [`Shared`] or [`Unique`].
+trait Leave<T> {
+    /// Under loom, the pointer from the token's access guard.
+    #[cfg(all(test, loom))]
+    fn pointer(&self) -> *mut T;
+}
+
+impl<T> Leave<T> for Shared<T> {
+    #[cfg(all(test, loom))]
+    fn pointer(&self) -> *mut T {
+        let access = self.access.as_ref().expect("read after release");
+        access.with(|value| value.cast_mut())
+    }
+}
+
+impl<T> Leave<T> for Unique<T> {
+    #[cfg(all(test, loom))]
+    fn pointer(&self) -> *mut T {
+        let access = self.access.as_ref().expect("written after release");
+        access.with(|value| value)
     }
 }
 
