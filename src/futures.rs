@@ -195,10 +195,12 @@ impl<T> Guest<T> {
     ///
     /// On an open fortress the first poll most often goes in at once, with one
     /// read-modify-write and nothing stored. But entries spend a cooperative budget
-    /// (see the [guide](crate::guide)): after 128 entries in a row by one task on a
-    /// thread, the next first poll wakes its own task and returns `Pending` once, and
-    /// the poll after that goes in. So about one first poll in 129 is `Pending` even on
-    /// an open fortress (with the `tokio` feature, tokio's budget decides instead). For
+    /// (see the [guide](crate::guide)): after 128 entries on a thread, whatever task
+    /// made them, the next first poll wakes its own task and returns `Pending`, and so
+    /// do the entries polled on the thread until that one is polled again (or, when
+    /// other tasks' entries yielded meanwhile, for 5 µs). So a first poll on an open
+    /// fortress may be `Pending`: a task alone on its thread sees one in 129, a task
+    /// among many more (with the `tokio` feature, tokio's budget decides instead). For
     /// an attempt that never waits and never yields, use [`Guest::try_enter`].
     /// Dropping the future while it waits leaves nothing behind.
     ///

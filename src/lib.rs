@@ -253,10 +253,11 @@
 //!
 //! An async entry on an open fortress is not always ready at its first poll: async
 //! entries spend a cooperative budget, so that a task that keeps entering gives its
-//! thread back to the executor now and then. After 128 entries in a row by one task
-//! on a thread, the next first poll wakes its own task and returns `Pending` once, so
-//! about one first poll in 129 is `Pending` (with the `tokio` feature, tokio's own
-//! budget decides instead). [`Guest::try_enter`] is the attempt that never waits and
+//! thread back to the executor now and then. After 128 entries on a thread, the next
+//! first poll wakes its own task and returns `Pending` (and, for a short streak, the
+//! entries of other tasks on the thread too), so a task alone on its thread sees one
+//! first poll in 129 `Pending` (with the `tokio` feature, tokio's own budget decides
+//! instead). [`Guest::try_enter`] is the attempt that never waits and
 //! never yields. The [guide](crate::guide) tells what each future leaves behind when
 //! dropped, and more of the budget.
 //!
