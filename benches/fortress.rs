@@ -25,8 +25,7 @@
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 use fortress_gate::{Abort, Fortress, Guard, Guest};
-use fortress_gate_benches::{block_on, WakeUps, FALL_ASLEEP};
-use std::ops::{Deref, DerefMut};
+use fortress_gate_benches::{block_on, read_through, write_through, WakeUps, FALL_ASLEEP};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Barrier, Condvar, Mutex, RwLock};
 use std::thread;
@@ -79,22 +78,6 @@ fn open<T>(fortress: Fortress<T>) -> (Fortress<T>, Guard<T>, Guest<T>) {
     let (guard, guest) = (fortress.guard(), fortress.guest());
     guard.unlock().unwrap();
     (fortress, guard, guest)
-}
-
-/// Reads the `u64` through a read guard (a visit, a lock's read guard), then drops
-/// the guard: the same steps for every side that reads a value.
-#[inline]
-fn read_through(guard: impl Deref<Target = u64>) {
-    let guard = black_box(guard);
-    black_box(*guard);
-}
-
-/// Adds one to the `u64` through a write guard (an exclusive phase, a lock's write
-/// guard), then drops the guard: the same steps for every side that writes a value.
-#[inline]
-fn write_through(guard: impl DerefMut<Target = u64>) {
-    let mut guard = black_box(guard);
-    *guard = guard.wrapping_add(1);
 }
 
 fn uncontended(c: &mut Criterion) {

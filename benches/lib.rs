@@ -3,6 +3,7 @@
 
 use fortress_gate::{Abort, Fortress, Guard};
 use std::future::{poll_fn, Future};
+use std::ops::{Deref, DerefMut};
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -156,4 +157,20 @@ impl WakeUps {
         until_pending(&pending);
         rx
     }
+}
+
+/// Reads the `u64` through a read guard (a visit, a lock's read guard), then drops
+/// the guard: the same steps for every side that reads a value.
+#[inline]
+pub fn read_through(guard: impl Deref<Target = u64>) {
+    let guard = std::hint::black_box(guard);
+    std::hint::black_box(*guard);
+}
+
+/// Adds one to the `u64` through a write guard (an exclusive phase, a lock's write
+/// guard), then drops the guard: the same steps for every side that writes a value.
+#[inline]
+pub fn write_through(guard: impl DerefMut<Target = u64>) {
+    let mut guard = std::hint::black_box(guard);
+    *guard = guard.wrapping_add(1);
 }

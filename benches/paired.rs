@@ -26,10 +26,9 @@
 //! each row) or name contains `KEY`, e.g. `--only after_waits`.
 
 use fortress_gate::{Abort, Error, Fortress, Guard, Guest};
-use fortress_gate_benches::{block_on, Padded, WakeUps};
+use fortress_gate_benches::{block_on, read_through, write_through, Padded, WakeUps};
 use std::future::Future;
 use std::hint::black_box;
-use std::ops::{Deref, DerefMut};
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
@@ -91,22 +90,6 @@ fn paired(rounds: usize, mut a: impl FnMut(), mut b: impl FnMut()) -> Row {
         b: median(&mut tb),
         ratio: median(&mut ratios),
     }
-}
-
-/// Reads the `u64` through a read guard (a visit, a lock's read guard), then drops
-/// the guard: the same steps for every side that reads a value.
-#[inline]
-fn read_through(guard: impl Deref<Target = u64>) {
-    let guard = black_box(guard);
-    black_box(*guard);
-}
-
-/// Adds one to the `u64` through a write guard (an exclusive phase, a lock's write
-/// guard), then drops the guard: the same steps for every side that writes a value.
-#[inline]
-fn write_through(guard: impl DerefMut<Target = u64>) {
-    let mut guard = black_box(guard);
-    *guard = guard.wrapping_add(1);
 }
 
 /// An open fortress and its handles.
