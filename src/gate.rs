@@ -363,7 +363,7 @@ impl Gate {
     pub(crate) fn unlock(&self) -> Result<(), Error> {
         // The common case in one compare-exchange: closed, not owned, empty, nobody
         // waiting (a sharded fortress always takes the slow path: its slots must reopen
-        // too). The shuts field may be anything: the load reads it.
+        // too). The shuts field may be anything: `fast_step` guesses it.
         // Release: pairs with the Acquire in `try_enter` and `claim_place`; the guard's
         // writes during its exclusive phase happen before every visit it now admits.
         if self.fast_step(FastStep::Unlock) {
@@ -439,7 +439,7 @@ impl Gate {
     pub(crate) fn close(&self) -> Result<bool, Error> {
         // The common case in one compare-exchange: open, empty, nobody waiting (a
         // sharded fortress always takes the slow path: its slots must close too). The
-        // shuts field may be anything: the load reads it.
+        // shuts field may be anything: `fast_step` guesses it.
         // Acquire: pairs with the Release in `leave`; every visit that ended happens
         // before the guard's exclusive phase.
         if self.fast_step(FastStep::Close) {
@@ -455,12 +455,6 @@ impl Gate {
             .map_err(|_| Error::Shutdown)
     }
 
-    /// The close of a scoped lockdown. On the single word, if nobody is inside, it
-    /// takes the gate for its phase in the same read-modify-write (`Close::Owned`);
-    /// otherwise (and always on a sharded fortress, whose word does not count guests)
-    /// it must drain, with the back-out record of its close if that shut the open gate
-    /// (`Gate::withdraw`). `Ok(None)` if a phase holds the gate: wait for its end
-    /// (`Gate::wait_phase`), then close again.
     /// A scoped lockdown's fast path: `true` if it took the open, empty gate of a
     /// single word for its phase at once (see `close_scoped`).
     #[inline(always)]
@@ -469,6 +463,12 @@ impl Gate {
         self.fast_step(FastStep::Claim)
     }
 
+    /// The close of a scoped lockdown. On the single word, if nobody is inside, it
+    /// takes the gate for its phase in the same read-modify-write (`Close::Owned`);
+    /// otherwise (and always on a sharded fortress, whose word does not count guests)
+    /// it must drain, with the back-out record of its close if that shut the open gate
+    /// (`Gate::withdraw`). `Ok(None)` if a phase holds the gate: wait for its end
+    /// (`Gate::wait_phase`), then close again.
     #[inline]
     pub(crate) fn close_scoped(&self) -> Result<Option<Close>, Error> {
         // The common case in one compare-exchange: open, empty, nobody waiting, on the
