@@ -7,33 +7,30 @@
 //! ends and the budget refills. A yielded entry is tried afresh at its next poll, so a
 //! yield costs one extra poll and never loses the entry.
 //!
-//! The streak ends at the first of:
-//! - the entry that began it is polled again, and no entry polled with another waker
-//!   has yielded since: its task gave up its poll (a task that polls several entries
-//!   with its one waker, as `select` does, does so once they all yielded), had its
-//!   turn, and goes on. A plain task therefore yields once, at one entry;
-//! - [`STREAK`] has passed since it began, at the next entry polled. This is what ends
-//!   a streak that several wakers took part in: `FuturesUnordered` (and
+//! The streak ends:
+//! - when the entry that began it is polled again, if no entry polled with another
+//!   waker has yielded since: its task gave up its poll (a task that polls several
+//!   entries with its one waker, as `select` does, does so once they all yielded), had
+//!   its turn, and goes on. A plain task therefore yields once, at one entry;
+//! - otherwise, after [`STREAK`] yields, at the next entry polled. This is what ends a
+//!   streak that several wakers took part in: `FuturesUnordered` (and
 //!   `for_each_concurrent`, `buffer_unordered`, `join_all` over many futures,
 //!   `SelectAll`) gives each of its futures a waker of its own and re-polls them, the
 //!   first yielder too, before it gives up its task's poll, so a yield now and then
 //!   would never reach the executor. While every entry on the thread yields, such a
-//!   task's futures pile up `Pending` until it gives up its poll; the streak lasts long
-//!   enough for that, and no longer than its floor once it has.
-//!
-//! A streak that several wakers took part in made each of their entries yield (on a
-//! thread of many tasks, every task polled during it; under a combinator, its
-//! futures): the budget that follows it is as many times [`BUDGET`] as the streak had
-//! yields, up to 64 times, so that the thread yields about as often per entry as a
-//! task alone on it does (without that, a service of eight tasks on two workers saw
-//! its p99 read latency go from 0.5 µs to 30 µs).
+//!   task's futures pile up `Pending` until it gives up its poll. The streak is counted
+//!   in yields, not timed, so a slow build keeps it; and the budget after it is
+//!   [`STREAK`] times [`BUDGET`], so the thread still yields about once in [`BUDGET`]
+//!   entries (on a thread of many tasks, every task polled during the streak yields:
+//!   with the usual budget after it, a service of eight tasks on two workers saw its
+//!   p99 read latency go from 0.4 µs to 30 µs).
 //!
 //! The budget knows no runtime, so it works with any executor; and it knows no task:
 //! every entry polled on the thread spends from it, whatever task or waker polls it
 //! (combinators that poll their futures with wakers of their own cannot start it over).
 //! So a task may inherit a budget that another task spent and yield early; a plain
 //! task that is alone on its thread yields at most once in [`BUDGET`]` + 1` entries. It
-//! costs one thread-local read and write on the fast path; the streak reads the clock.
+//! costs one thread-local read and write on the fast path.
 //! With the `tokio` feature, entries take part in tokio's own budget instead: once
 //! spent it makes every entry yield until the task is back in the runtime (tokio
 //! refills it at each poll of a task; unconstrained outside a tokio runtime).
@@ -71,19 +68,20 @@ pub(crate) fn proceed(cx: &mut Context<'_>, entry: *const ()) -> bool {
     go || spent(cx, entry, |budget| LEFT.with(|left| left.set(budget)))
 }
 
-/// How long a streak of yields lasts at most, and at least when an entry polled with
-/// another waker than the first yielder's joined it.
+/// The yields a streak that several wakers took part in lasts: enough for a
+/// combinator of up to about 30 futures to see them all `Pending` and give up its
+/// task's poll, counted rather than timed so that a slow build (a sanitizer, a busy
+/// machine) keeps it.
 #[cfg(not(any(all(test, any(loom, shuttle)), feature = "tokio")))]
-pub(crate) const STREAK: std::time::Duration = std::time::Duration::from_micros(5);
+pub(crate) const STREAK: u32 = 64;
 
 /// The slow path of [`proceed`] once the thread's budget is spent: whether this entry
 /// goes on after all (it ends the streak of yields, and `refill` starts the budget
-/// afresh), or yields (its waker woken).
+/// afresh with the entries it is given), or yields (its waker woken).
 #[cfg(not(any(all(test, any(loom, shuttle)), feature = "tokio")))]
 #[cold]
 fn spent(cx: &mut Context<'_>, entry: *const (), refill: impl FnOnce(u32)) -> bool {
     use core::cell::Cell;
-    use std::time::Instant;
     /// The streak of yields that began when the budget ran out. The pointers are
     /// identities, compared and never read.
     #[derive(Clone, Copy)]
@@ -92,11 +90,10 @@ fn spent(cx: &mut Context<'_>, entry: *const (), refill: impl FnOnce(u32)) -> bo
         entry: *const (),
         /// The data pointer of the waker it was polled with.
         waker: *const (),
-        /// When it yielded.
-        began: Instant,
         /// Whether an entry polled with another waker has yielded since: then a
         /// combinator that gives each of its futures a waker of its own may re-poll the
-        /// first entry before its task gives up its poll, so only time ends the streak.
+        /// first entry before its task gives up its poll, so only the count of yields
+        /// ends the streak.
         shared: bool,
         /// The yields of the streak so far.
         yields: u32,
@@ -105,12 +102,11 @@ fn spent(cx: &mut Context<'_>, entry: *const (), refill: impl FnOnce(u32)) -> bo
         static NOW: Cell<Option<Streak>> = const { Cell::new(None) };
     }
     let waker = cx.waker();
-    let go = NOW.with(|now| match now.get() {
+    let refilled = NOW.with(|now| match now.get() {
         None => {
             now.set(Some(Streak {
                 entry,
                 waker: waker.data(),
-                began: Instant::now(),
                 shared: false,
                 yields: 1,
             }));
@@ -119,17 +115,16 @@ fn spent(cx: &mut Context<'_>, entry: *const (), refill: impl FnOnce(u32)) -> bo
         // The first yielder is back, and no other waker has yielded since: its task had
         // its turn (a task that polls several entries with one waker, as `select` does,
         // gives it up while they all yield).
-        Some(streak)
-            if (!streak.shared && streak.entry == entry) || streak.began.elapsed() >= STREAK =>
-        {
+        Some(streak) if !streak.shared && streak.entry == entry => {
             now.set(None);
-            // A streak that several wakers took part in made each of them yield: the
-            // next budget is as many times longer (up to 64), so that the thread yields
-            // about as often per entry as a task alone on it does.
-            Some(match streak.shared {
-                false => BUDGET,
-                true => BUDGET * streak.yields.min(64),
-            })
+            Some(BUDGET)
+        }
+        // A streak that several wakers took part in made many entries yield: the next
+        // budget is as many times longer, so that the thread still yields about once
+        // in `BUDGET` entries.
+        Some(streak) if streak.shared && streak.yields >= STREAK => {
+            now.set(None);
+            Some(BUDGET * STREAK)
         }
         Some(streak) => {
             let shared = streak.shared || streak.waker != waker.data();
@@ -141,13 +136,12 @@ fn spent(cx: &mut Context<'_>, entry: *const (), refill: impl FnOnce(u32)) -> bo
             None
         }
     });
-    if let Some(budget) = go {
-        refill(budget);
-    } else {
+    match refilled {
+        Some(budget) => refill(budget),
         // The caller's own waker, on the caller's own poll: not under any lock of ours.
-        waker.wake_by_ref();
+        None => waker.wake_by_ref(),
     }
-    go.is_some()
+    refilled.is_some()
 }
 
 /// As above, with tokio's budget: `false` (and the task woken) once tokio says yield.

@@ -198,7 +198,7 @@ impl<T> Guest<T> {
     /// (see the [guide](crate::guide)): after 128 entries on a thread, whatever task
     /// made them, the next first poll wakes its own task and returns `Pending`, and so
     /// do the entries polled on the thread until that one is polled again (or, when
-    /// other tasks' entries yielded meanwhile, for 5 µs). So a first poll on an open
+    /// other tasks' entries yielded meanwhile, for 64 yields). So a first poll on an open
     /// fortress may be `Pending`: a task alone on its thread sees one in 129, a task
     /// among many more (with the `tokio` feature, tokio's budget decides instead). For
     /// an attempt that never waits and never yields, use [`Guest::try_enter`].
