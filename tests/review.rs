@@ -1242,7 +1242,11 @@ fn a_draining_exclusive_that_looks_again_after_another_close_never_takes_the_pha
         drop(phase);
         assert_eq!(guest.read(|v| v.check(), &fired()), Ok(1));
 
-        // Blocking: its token firing makes it look again.
+        // Blocking: its token firing makes it look again. Here the waiter runs beside
+        // the re-close, so it may also wake between its steps and, seeing the shuts
+        // field move, close again on its own: the steps are made without asserting the
+        // gate's state in between, and the token fires however this thread leaves the
+        // scope, so a failure cannot leave the waiter asleep.
         let fortress = unlocked(Torn::default(), layout);
         let (guard, guest) = (fortress.guard(), fortress.guest());
         let visit = guest.enter_owned(&Abort::never()).unwrap();
@@ -1250,8 +1254,18 @@ fn a_draining_exclusive_that_looks_again_after_another_close_never_takes_the_pha
         thread::scope(|s| {
             let (guard, give_up) = (&guard, &give_up);
             let waiter = s.spawn(move || guard.exclusive(give_up).map(|mut e| e.write(2)));
+            struct FireOnExit<'a>(&'a Abort);
+            impl Drop for FireOnExit<'_> {
+                fn drop(&mut self) {
+                    self.0.abort();
+                }
+            }
+            let _fire = FireOnExit(give_up);
             until("the scoped close", || fortress.is_locked());
-            reclose_under_a_draining_scoped_lockdown(&fortress);
+            let other = fortress.guard();
+            other.unlock().unwrap();
+            assert_eq!(other.exclusive(&fired()).err(), Some(Error::Aborted));
+            let _ = other.lockdown(&fired());
             give_up.abort();
             assert_eq!(
                 waiter.join().unwrap(),
