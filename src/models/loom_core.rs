@@ -93,7 +93,9 @@ pub(crate) fn unlocked() -> Fortress {
     fortress
 }
 
-fn fired() -> Abort {
+/// An abort token that has fired already: a wait with it gives up at its first look,
+/// so a guest that is shut out returns `Aborted` instead of sleeping.
+pub(crate) fn fired() -> Abort {
     let abort = Abort::new();
     abort.abort();
     abort

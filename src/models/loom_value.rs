@@ -16,7 +16,7 @@
 //! On top of that the values seen check that phases are whole: a visit sees the value
 //! from before a phase or after it, never from halfway through.
 
-use super::loom_core::model_bounded;
+use super::loom_core::{fired, model_bounded};
 use crate::{Abort, Error, Fortress, Layout};
 use loom::thread;
 
@@ -25,14 +25,6 @@ fn open_holding(layout: Layout) -> Fortress<u64> {
     let fortress = Fortress::holding_with(0_u64, layout);
     fortress.guard().unlock().unwrap();
     fortress
-}
-
-/// An abort token that has fired already: a wait with it gives up at its first look,
-/// so a guest that is shut out returns `Aborted` instead of sleeping.
-fn fired() -> Abort {
-    let abort = Abort::new();
-    abort.abort();
-    abort
 }
 
 /// The body of the (a) models: two guest threads read the value in their visits, one
