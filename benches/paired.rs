@@ -25,7 +25,7 @@
 //! many hand-offs of each). `--only KEY` runs just the rows whose key (printed beside
 //! each row) or name contains `KEY`, e.g. `--only after_waits`.
 
-use fortress_gate::{Abort, Error, Fortress, Guard, Guest};
+use fortress_gate::{Abort, Error, Fortress, Guard, Guest, Layout};
 use fortress_gate_benches::{block_on, read_through, write_through, Padded, WakeUps};
 use std::future::Future;
 use std::hint::black_box;
@@ -260,8 +260,49 @@ fn run(rounds: usize, only: Option<&str>) -> Vec<(&'static str, &'static str, Op
         Some(1.00),
         || wake_ups(rounds * 2),
     );
+    read_mostly_rows(&mut rows, rounds, &visit, &pair);
     after_waits_rows(&mut rows, rounds);
     rows.rows
+}
+
+/// The `read_mostly` rows: a visit on per-thread counts against the atomic pair, std's
+/// read and the single word's visit. With `FORTRESS_GATE_READ_MOSTLY=fallback` in the
+/// environment the same fortress takes the single word's path (`read_mostly_word` then
+/// checks that it costs what the word does).
+fn read_mostly_rows(rows: &mut Rows<'_>, rounds: usize, word_visit: &impl Fn(), pair: &impl Fn()) {
+    let never = Abort::never();
+    let (_f, _g, guest) = open(Fortress::holding_with(0_u64, Layout::ReadMostly));
+    let enter = || drop(black_box(guest.enter(&never).unwrap()));
+    rows.add(
+        "read_mostly_pair",
+        "read-mostly enter+drop / atomic pair",
+        Some(0.50),
+        || paired(rounds, enter, pair),
+    );
+    rows.add(
+        "read_mostly_read",
+        "read-mostly read u64 / atomic pair",
+        Some(0.50),
+        || {
+            paired(
+                rounds,
+                || _ = black_box(guest.read(|v| *v, &never).unwrap()),
+                pair,
+            )
+        },
+    );
+    rows.add(
+        "read_mostly_word",
+        "read-mostly visit / single-word visit",
+        None,
+        || {
+            paired(
+                rounds,
+                || guest.visit(|| black_box(()), &never).unwrap(),
+                word_visit,
+            )
+        },
+    );
 }
 
 /// How many waits of each kind end without success before the `after_waits` rows.

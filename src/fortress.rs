@@ -2,7 +2,10 @@
 
 use crate::abort::Abort;
 use crate::error::{BoxError, Error};
-use crate::gate::Gate;
+use crate::gate::{Gate, Spread};
+#[cfg(feature = "read-mostly")]
+use crate::read_mostly::Readers;
+use crate::shards::Shards;
 use crate::state::State;
 use crate::sync::Arc;
 use crate::value::Value;
@@ -188,6 +191,15 @@ pub enum Layout {
     Sharded,
     /// This many guest slots ([`Fortress::with_shards`]); 0 panics.
     Shards(usize),
+    /// Per-thread counts and asymmetric fences, for gates whose visits vastly outnumber
+    /// their lockdowns: a visit makes no read-modify-write, and every lockdown, kill
+    /// and scoped lockdown pays a process-wide barrier (a system call) and a scan of
+    /// every thread's counts. Needs the `read-mostly` feature; where this process has
+    /// no barrier ([`read_mostly_barrier`](crate::read_mostly_barrier) says `None`),
+    /// the fortress keeps its guests as [`Layout::Word`] does. See the guide's
+    /// "Choosing a layout".
+    #[cfg(feature = "read-mostly")]
+    ReadMostly,
 }
 
 /// What the handles share: the gate and the value it guards. It derefs to the gate.
@@ -301,16 +313,20 @@ impl<T> Fortress<T> {
     /// assert_eq!(fortress.layout(), Layout::Sharded);
     /// ```
     pub fn holding_with(value: T, layout: Layout) -> Fortress<T> {
-        let shards = match layout {
-            Layout::Word => None,
-            Layout::Sharded => Some(std::thread::available_parallelism().map_or(1, |n| n.get())),
+        let spread = match layout {
+            Layout::Word => Spread::Word,
+            Layout::Sharded => Spread::Shards(Shards::new(
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+            )),
             Layout::Shards(shards) => {
                 assert!(shards > 0, "a sharded fortress needs at least one slot");
-                Some(shards)
+                Spread::Shards(Shards::new(shards))
             }
+            #[cfg(feature = "read-mostly")]
+            Layout::ReadMostly => Readers::new().map_or(Spread::Word, Spread::Readers),
         };
         let inner = Inner {
-            gate: Gate::new(shards),
+            gate: Gate::new(spread),
             value: Value::new(value),
             layout,
         };

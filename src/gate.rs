@@ -18,6 +18,8 @@ use crate::abort::Abort;
 use crate::abort::Registration;
 use crate::error::Error;
 use crate::notify::Notifier;
+#[cfg(feature = "read-mostly")]
+use crate::read_mostly::{Readers, Side};
 use crate::shards::{Shards, Ticket};
 use crate::state::{
     too_many_guests, Close, Decision, FastStep, Kind, State, Waiters, Wake, Want, COUNT_SHIFT,
@@ -45,19 +47,38 @@ pub(crate) struct Gate {
 }
 
 /// The state word, and what the fast paths branch on beside it: one cache line, which
-/// the guests' read-modify-writes own, so the single word's branch on `shards` costs
+/// the guests' read-modify-writes own, so the single word's branch on `spread` costs
 /// no second line. Padded so that nothing else shares it.
 struct Hot {
     /// The state word; its layout is in `state.rs`.
     state: AtomicU64,
-    /// The guest slots of a sharded fortress (`shards.rs`); `None` for the single word.
-    /// In a sharded fortress the state word's count holds the slots' references, not
-    /// guests. Never changes.
-    shards: Option<Shards>,
+    /// Where the guests are counted. Never changes.
+    spread: Spread,
     /// The shuts field (in place, other bits clear) as a guard's fast path last found
     /// it: the fast paths guess the whole word from it instead of loading the word
     /// before their compare-exchange. A wrong guess costs a second compare-exchange.
     shuts: AtomicU64,
+}
+
+/// Where a gate counts its guests: on the state word, or beside it. Beside it, the
+/// state word's count holds *references* (one per slot or per set of counts not yet
+/// seen drained since the gate closed), not guests, and every guard operation takes
+/// the layout's pass.
+pub(crate) enum Spread {
+    /// On the state word: one read-modify-write in, one out.
+    Word,
+    /// In per-core slots (`shards.rs`).
+    Shards(Shards),
+    /// In per-thread counts (`read_mostly`).
+    #[cfg(feature = "read-mostly")]
+    Readers(Readers),
+}
+
+/// A guard's pass over the counts beside the word, held until dropped.
+enum Pass<'a> {
+    Shards(#[allow(dead_code)] crate::sync::MutexGuard<'a, ()>),
+    #[cfg(feature = "read-mostly")]
+    Readers(crate::sync::MutexGuard<'a, Side>),
 }
 
 /// How a scoped lockdown's drain ended (`Gate::drain_for_phase`).
@@ -97,12 +118,12 @@ pub(crate) struct TaskWait<'a> {
 }
 
 impl Gate {
-    /// A new, locked gate: one state word, or that and `shards` guest slots.
-    pub(crate) fn new(shards: Option<usize>) -> Gate {
+    /// A new, locked gate that counts its guests as `spread` says.
+    pub(crate) fn new(spread: Spread) -> Gate {
         Gate {
             hot: CachePadded::new(Hot {
                 state: AtomicU64::new(State::NEW.0),
-                shards: shards.map(Shards::new),
+                spread,
                 shuts: AtomicU64::new(0),
             }),
             notifiers: [(); 3].map(|()| Arc::new(Notifier::new())),
@@ -126,12 +147,61 @@ impl Gate {
         }
     }
 
-    /// The state word; in a sharded fortress with the guests summed over the slots.
+    /// The state word; beside it, with the guests summed over the slots or counts.
     pub(crate) fn snapshot(&self) -> State {
         let s = State(self.hot.state.load(Relaxed));
-        match &self.hot.shards {
-            None => s,
-            Some(shards) => State(s.0 & (ONE_GUEST - 1) | shards.guests() << COUNT_SHIFT),
+        let guests = match &self.hot.spread {
+            Spread::Word => return s,
+            Spread::Shards(shards) => shards.guests(),
+            #[cfg(feature = "read-mostly")]
+            Spread::Readers(readers) => {
+                // Under the pass the word's reference agrees with the side (but for one
+                // that a closing pass released and has not dropped yet: then the
+                // snapshot counts one guest too many for an instant).
+                let side = *readers.pass();
+                let s = State(self.hot.state.load(Relaxed));
+                let references = u64::from(side == Side::Held);
+                let word = s.guests().saturating_sub(references);
+                // Forgotten visits could take the counts past what the word's field
+                // holds: the snapshot says `MAX_GUESTS` then.
+                let guests = (word + readers.inside()).min(crate::state::MAX_GUESTS);
+                return State(s.0 & (ONE_GUEST - 1) | guests << COUNT_SHIFT);
+            }
+        };
+        State(s.0 & (ONE_GUEST - 1) | guests << COUNT_SHIFT)
+    }
+
+    /// The slots of a sharded fortress, if it is one.
+    fn shards(&self) -> Option<&Shards> {
+        match &self.hot.spread {
+            Spread::Shards(shards) => Some(shards),
+            _ => None,
+        }
+    }
+
+    /// Whether the guests are counted on the state word itself.
+    #[inline(always)]
+    fn on_the_word(&self) -> bool {
+        matches!(self.hot.spread, Spread::Word)
+    }
+
+    /// Starts the guards' pass of the layout, if it has one.
+    fn pass(&self) -> Option<Pass<'_>> {
+        match &self.hot.spread {
+            Spread::Word => None,
+            Spread::Shards(shards) => Some(Pass::Shards(shards.pass())),
+            #[cfg(feature = "read-mostly")]
+            Spread::Readers(readers) => Some(Pass::Readers(readers.pass())),
+        }
+    }
+
+    /// How many per-thread slots a read-mostly fortress has handed out (0 for the other
+    /// layouts): for the memory tests.
+    #[cfg(all(feature = "read-mostly", any(test, feature = "internals")))]
+    pub(crate) fn reader_slots(&self) -> usize {
+        match &self.hot.spread {
+            Spread::Readers(readers) => readers.slots(),
+            _ => 0,
         }
     }
 
@@ -143,7 +213,7 @@ impl Gate {
 
     /// The number of guest slots; 0 for the single word.
     pub(crate) fn shard_count(&self) -> usize {
-        self.hot.shards.as_ref().map_or(0, Shards::len)
+        self.shards().map_or(0, Shards::len)
     }
 
     /// The task sets' entries and keys, summed over the notifiers: for leak checks.
@@ -170,8 +240,11 @@ impl Gate {
     /// that is not the one read-modify-write stays out of line (`#[cold]`).
     #[inline(always)]
     pub(crate) fn try_enter(&self) -> Option<Ticket> {
-        if let Some(shards) = &self.hot.shards {
-            return self.try_enter_sharded(shards);
+        match &self.hot.spread {
+            Spread::Word => {}
+            Spread::Shards(shards) => return self.try_enter_sharded(shards),
+            #[cfg(feature = "read-mostly")]
+            Spread::Readers(readers) => return self.try_enter_reading(readers),
         }
         // Acquire: pairs with the Release in `unlock`, so whatever the guard wrote
         // while the fortress was locked is visible inside the visit.
@@ -193,6 +266,46 @@ impl Gate {
                 self.drop_references(release.into());
                 None
             }
+        }
+    }
+
+    /// `try_enter` on this thread's counts: a store, the light fence and a load; no
+    /// read-modify-write. A refused guest counts its exit at once.
+    #[cfg(feature = "read-mostly")]
+    #[inline(always)]
+    fn try_enter_reading(&self, readers: &Readers) -> Option<Ticket> {
+        readers.arrive();
+        // Acquire: pairs with the Release in `unlock` (and the reopening of every other
+        // guard operation), as in `try_enter`. After the light fence in `arrive`, which
+        // pairs with the closing pass's heavy barrier: this load sees the close, or the
+        // pass's scan sees this entry.
+        let s = State(self.hot.state.load(Acquire));
+        if s.opens_to_readers() {
+            return Some(0);
+        }
+        self.bounce_reading(readers);
+        None
+    }
+
+    /// A guest refused by a closed read-mostly gate leaves as a visit does.
+    #[cfg(feature = "read-mostly")]
+    #[cold]
+    fn bounce_reading(&self, readers: &Readers) {
+        self.leave_reading(readers);
+    }
+
+    /// Ends a visit on this thread's counts: a store, the light fence and a load; it
+    /// wakes the lockdowns (and `wait` callers) that flagged themselves, to scan again.
+    #[cfg(feature = "read-mostly")]
+    #[inline(always)]
+    fn leave_reading(&self, readers: &Readers) {
+        readers.depart();
+        // Relaxed: the light fence in `depart` (pairing with the heavy barrier that a
+        // waiter issues after it sets its flag, before its last scan) orders it after
+        // the exit: this load sees the flag, or that scan sees the exit.
+        let s = State(self.hot.state.load(Relaxed));
+        if s.has_scanners() {
+            self.wake(s.scanners());
         }
     }
 
@@ -225,7 +338,7 @@ impl Gate {
     /// reopened before the state word said "open", so a refusal means a new lockdown
     /// has closed it since, and the next look finds the gate closed.
     fn claim_place(&self, s: State) -> Step<Ticket> {
-        if self.hot.shards.is_some() {
+        if !self.on_the_word() {
             return match self.try_enter() {
                 Some(ticket) => Step::Done(Ok(ticket)),
                 None => Step::Retry,
@@ -250,9 +363,11 @@ impl Gate {
     /// Ends the visit that entered with `ticket`.
     #[inline(always)]
     pub(crate) fn leave(&self, ticket: Ticket) {
-        match &self.hot.shards {
-            None => self.leave_word(),
-            Some(shards) => self.leave_sharded(shards, ticket),
+        match &self.hot.spread {
+            Spread::Word => self.leave_word(),
+            Spread::Shards(shards) => self.leave_sharded(shards, ticket),
+            #[cfg(feature = "read-mostly")]
+            Spread::Readers(readers) => self.leave_reading(readers),
         }
     }
 
@@ -316,8 +431,8 @@ impl Gate {
     /// (Release).
     #[inline(always)]
     fn fast_step(&self, step: FastStep) -> bool {
-        if self.hot.shards.is_some() {
-            return false; // the slots must close or reopen too
+        if !self.on_the_word() {
+            return false; // the slots or counts must close or reopen too
         }
         let order = match step {
             FastStep::Close | FastStep::Claim => Acquire,
@@ -409,20 +524,25 @@ impl Gate {
     /// state `open` declined.
     fn reopen(&self, open: impl Fn(State) -> Option<State>) -> Result<(), State> {
         let mut references = 0;
-        let pass = match &self.hot.shards {
-            None => None,
-            Some(shards) => {
-                let pass = shards.pass();
-                // Under the pass no other guard operation can slip in (they all take
-                // it, the claim of a phase included), so what `open` decides now holds
-                // for the update below: in particular whether the gate opens.
-                let s = State(self.hot.state.load(Relaxed));
-                if !open(s).ok_or(s)?.locked() {
+        let mut pass = self.pass();
+        if pass.is_some() {
+            // Under the pass no other guard operation can slip in (they all take it,
+            // the claim of a phase included), so what `open` decides now holds for the
+            // update below: in particular whether the gate opens.
+            let s = State(self.hot.state.load(Relaxed));
+            let opened = open(s).ok_or(s)?;
+            match (&mut pass, &self.hot.spread) {
+                (Some(Pass::Shards(_)), Spread::Shards(shards)) if !opened.locked() => {
                     references = shards.reopen();
                 }
-                Some(pass)
+                #[cfg(feature = "read-mostly")]
+                (Some(Pass::Readers(side)), _) if opened.opens_to_readers() => {
+                    references = u64::from(**side == Side::Held);
+                    **side = Side::Open;
+                }
+                _ => {}
             }
-        };
+        }
         // Release: as in `unlock`. The references of slots that never drained go in
         // the same step, so no drain wait sees them leave while the gate is closed.
         let (old, new) = self.update(Release, |s| {
@@ -482,7 +602,7 @@ impl Gate {
 
     #[cold]
     fn close_scoped_slow(&self) -> Result<Option<Close>, Error> {
-        let sharded = self.hot.shards.is_some();
+        let sharded = !self.on_the_word();
         let mut close = Close::Owned;
         // Acquire: as in `close`.
         let closed = self.closing_pass(Acquire, |s| {
@@ -537,7 +657,7 @@ impl Gate {
             }
             return Step::Done(Ok(Drained::CloseAgain));
         };
-        let _pass = self.hot.shards.as_ref().map(Shards::pass);
+        let _pass = self.pass();
         // Acquire: pairs with the Release of the last guest's `leave` (or of the
         // decrement that dropped the last slot's reference): every visit happens
         // before the phase.
@@ -567,11 +687,16 @@ impl Gate {
         order: Ordering,
         mut close: impl FnMut(State) -> Option<State>,
     ) -> Result<bool, State> {
-        let Some(shards) = &self.hot.shards else {
-            let (old, new) = self.update(order, close)?;
-            self.wake(old.woken_by(new));
-            // During a phase nobody is inside (a guest counted then is bouncing off).
-            return Ok(new.guests() == 0 || new.owned());
+        let shards = match &self.hot.spread {
+            Spread::Word => {
+                let (old, new) = self.update(order, close)?;
+                self.wake(old.woken_by(new));
+                // During a phase nobody is inside (a guest counted then is bouncing off).
+                return Ok(new.guests() == 0 || new.owned());
+            }
+            Spread::Shards(shards) => shards,
+            #[cfg(feature = "read-mostly")]
+            Spread::Readers(readers) => return self.closing_scan(readers, order, close),
         };
         // Every change is made before anybody is woken: the word and every slot are
         // closed (a killed fortress admits nobody) and the pass is released before any
@@ -585,6 +710,50 @@ impl Gate {
         self.drop_references(released);
         self.wake(old.woken_by(new));
         Ok(new.guests() == released || new.owned())
+    }
+
+    /// `closing_pass` on per-thread counts: the reference goes on the word with the
+    /// close (if the counts were open), then, under the same pass, the heavy barrier
+    /// and a scan; if the scan finds nobody inside, the reference is dropped.
+    #[cfg(feature = "read-mostly")]
+    fn closing_scan(
+        &self,
+        readers: &Readers,
+        order: Ordering,
+        mut close: impl FnMut(State) -> Option<State>,
+    ) -> Result<bool, State> {
+        let mut side = readers.pass();
+        let add = u64::from(*side == Side::Open);
+        let (old, new) = self.update(order, |s| close(s).map(|n| n.with_references(add)))?;
+        if *side == Side::Open {
+            *side = Side::Held;
+        }
+        // The scan pairs with the light fences of `arrive` and `depart` through the
+        // heavy barrier that `drained` issues after the close above.
+        let released = *side == Side::Held && readers.drained();
+        if released {
+            *side = Side::Released;
+        }
+        drop(side);
+        self.drop_references(released.into());
+        self.wake(old.woken_by(new));
+        Ok(new.guests() == u64::from(released) || new.owned())
+    }
+
+    /// A drain waiter of a read-mostly fortress has flagged itself: scans again (the
+    /// heavy barrier first, pairing with the leavers' light fences) before it sleeps.
+    /// `true` if the counts are drained now and the reference was dropped: look again.
+    #[cfg(feature = "read-mostly")]
+    #[cold]
+    fn rescan(&self, readers: &Readers) -> bool {
+        let mut side = readers.pass();
+        if *side != Side::Held || !readers.drained() {
+            return false;
+        }
+        *side = Side::Released;
+        drop(side);
+        self.drop_references(1);
+        true
     }
 
     /// Closes the gate, then waits until no guest is inside.
@@ -641,6 +810,11 @@ impl Gate {
                 return Step::Retry;
             }
         }
+        // On per-thread counts nobody's leave touches the word: with the flag set, scan
+        // once more before sleeping (a leaver from now on sees the flag and wakes us).
+        if self.scanned_drained(want) {
+            return Step::Retry;
+        }
         Step::Sleep
     }
 
@@ -654,10 +828,26 @@ impl Gate {
         let step = match want.decide(s) {
             Decision::Proceed => claim(self, s),
             Decision::Shutdown => Step::Done(Err(Error::Shutdown)),
+            // Per-thread counts may have drained with nobody flagged to see it: scan
+            // before answering that the call would have to wait.
+            Decision::Wait if abort.is_aborted() && self.scanned_drained(want) => Step::Retry,
             Decision::Wait if abort.is_aborted() => Step::Done(Err(Error::Aborted)),
             Decision::Wait => Step::Sleep,
         };
         (s, step)
+    }
+
+    /// For a waiter of the drain (or `wait`) on per-thread counts that still hold their
+    /// reference: scans them (`rescan`). `true` if they were drained and the word
+    /// changed: look again. `false` at once for every other layout and waiter.
+    #[inline]
+    fn scanned_drained(&self, want: Want) -> bool {
+        #[cfg(feature = "read-mostly")]
+        if let Spread::Readers(readers) = &self.hot.spread {
+            return want.group() != Waiters::Gate && self.rescan(readers);
+        }
+        let _ = want;
+        false
     }
 
     /// The sleeping loop of threads: a short spin, then futex sleeps on the notifier.
@@ -665,6 +855,11 @@ impl Gate {
         let waiters = want.group();
         // A short spin first: most visits and most lockdowns are brief.
         let mut spin = Spin::new();
+        // Per-thread counts only change the word when a scan says so: no use spinning.
+        #[cfg(feature = "read-mostly")]
+        if matches!(self.hot.spread, Spread::Readers(_)) && waiters != Waiters::Gate {
+            spin = Spin::spent();
+        }
         loop {
             let s = State(self.hot.state.load(Relaxed));
             match want.decide(s) {

@@ -362,6 +362,8 @@ mod gate;
 mod manifold;
 mod notify;
 mod occupy;
+#[cfg(feature = "read-mostly")]
+mod read_mostly;
 mod shards;
 mod slab;
 mod state;
@@ -381,6 +383,8 @@ pub use exclusive::{Exclusive, OwnedExclusive};
 pub use fortress::{Fortress, Guard, Guest, Layout};
 pub use manifold::{manifold, Manifold};
 pub use occupy::{occupy, Occupied, OccupyError};
+#[cfg(feature = "read-mostly")]
+pub use read_mostly::barrier::read_mostly_barrier;
 pub use visit::{OwnedVisit, Visit};
 pub use worker::Worker;
 
@@ -408,6 +412,13 @@ pub mod internals {
     /// wakers stored now and the most that were ever stored at once (for leak checks).
     pub fn task_slots<T>(fortress: &crate::Fortress<T>) -> (usize, usize) {
         fortress.gate.task_slots()
+    }
+
+    /// How many per-thread slots a read-mostly fortress has handed out (0 for the
+    /// other layouts, and for one that fell back to the word).
+    #[cfg(feature = "read-mostly")]
+    pub fn reader_slots<T>(fortress: &crate::Fortress<T>) -> usize {
+        fortress.gate.reader_slots()
     }
 
     /// The token's links: `(waits, children)` registered with it right now.

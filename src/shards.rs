@@ -35,7 +35,7 @@
 
 use crate::state::{too_many_guests, OVERFLOW};
 use crate::sync::{
-    lock, shard_hint, AtomicU64, Mutex,
+    lock, shard_hint, AtomicU64, Mutex, MutexGuard,
     Ordering::{AcqRel, Acquire, Relaxed, Release},
 };
 use crossbeam_utils::CachePadded;
@@ -170,7 +170,7 @@ impl Shards {
     }
 
     /// Starts a guard's pass: no other pass runs until the returned guard is dropped.
-    pub(crate) fn pass(&self) -> impl Sized + '_ {
+    pub(crate) fn pass(&self) -> MutexGuard<'_, ()> {
         lock(&self.passes)
     }
 

@@ -87,6 +87,9 @@ pub const DONE_THREADS: u64 = 1 << 6;
 /// Bit 7: `wait_async` tasks may be pending; same condition.
 pub const DONE_TASKS: u64 = 1 << 7;
 
+/// The flags of the waiters that wait for guests to leave.
+#[cfg_attr(not(feature = "read-mostly"), allow(dead_code))]
+const SCANNERS: u64 = DRAIN_THREADS | DRAIN_TASKS | DONE_THREADS | DONE_TASKS;
 /// The flags of waiting threads.
 pub const THREADS: u64 = GATE_THREADS | DRAIN_THREADS | DONE_THREADS;
 /// The flags of pending tasks: each sits one bit above its threads' flag.
@@ -314,6 +317,29 @@ impl State {
     #[inline]
     pub const fn admits(self) -> bool {
         self.0 & (LOCKED | SHUTDOWN | OVERFLOW) == 0
+    }
+
+    /// A read-mostly fortress's guests, who count beside the word, may enter: the gate
+    /// is open and the fortress alive.
+    #[inline]
+    #[cfg_attr(not(feature = "read-mostly"), allow(dead_code))]
+    pub const fn opens_to_readers(self) -> bool {
+        self.0 & (LOCKED | SHUTDOWN) == 0
+    }
+
+    /// Lockdowns or `wait` callers are flagged: on a read-mostly fortress a leaving
+    /// guest wakes them to scan the counts again.
+    #[inline]
+    #[cfg_attr(not(feature = "read-mostly"), allow(dead_code))]
+    pub const fn has_scanners(self) -> bool {
+        self.0 & SCANNERS != 0
+    }
+
+    /// The scanners flagged in this state, to wake (their flags stay set).
+    #[inline]
+    #[cfg_attr(not(feature = "read-mostly"), allow(dead_code))]
+    pub const fn scanners(self) -> Wake {
+        Wake(self.0 & SCANNERS)
     }
 
     /// The count has reached [`MAX_GUESTS`]: admitting one more guest is refused.

@@ -12,19 +12,19 @@
 #[cfg(not(all(test, any(loom, shuttle))))]
 pub(crate) use std::sync::{
     atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8},
-    Arc, Mutex,
+    Arc, Mutex, MutexGuard,
 };
 
 #[cfg(all(test, loom))]
 pub(crate) use loom::sync::{
     atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8},
-    Arc, Mutex,
+    Arc, Mutex, MutexGuard,
 };
 
 #[cfg(all(test, shuttle, not(loom)))]
 pub(crate) use shuttle::sync::{
     atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8},
-    Arc, Mutex,
+    Arc, Mutex, MutexGuard,
 };
 
 /// The model checker's statics (`lazy_static!` syntax, one value per execution) and
@@ -114,7 +114,7 @@ pub(crate) mod clock {
 /// Locks a mutex, ignoring poisoning: every critical section in this crate leaves its
 /// data consistent even if it unwinds.
 #[inline]
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> impl core::ops::DerefMut<Target = T> + '_ {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -130,6 +130,11 @@ pub(crate) struct Spin {
 }
 
 impl Spin {
+    /// `Backoff::spin` doubles its busy-wait up to 64 pause instructions, so seven
+    /// rounds (127 pauses) bound the spin at a few microseconds; it never yields.
+    #[cfg(not(all(test, any(loom, shuttle))))]
+    const ROUNDS: u32 = 7;
+
     pub(crate) fn new() -> Spin {
         Spin {
             #[cfg(not(all(test, any(loom, shuttle))))]
@@ -143,10 +148,7 @@ impl Spin {
     #[cfg(not(all(test, any(loom, shuttle))))]
     #[inline]
     pub(crate) fn spin(&mut self) -> bool {
-        // `Backoff::spin` doubles its busy-wait up to 64 pause instructions, so seven
-        // rounds (127 pauses) bound the spin at a few microseconds; it never yields.
-        const ROUNDS: u32 = 7;
-        if self.rounds == ROUNDS {
+        if self.rounds == Spin::ROUNDS {
             return false;
         }
         self.rounds += 1;
@@ -158,5 +160,16 @@ impl Spin {
     #[inline]
     pub(crate) fn spin(&mut self) -> bool {
         false
+    }
+
+    /// A spin whose budget is spent already: the wait sleeps at once.
+    #[cfg(feature = "read-mostly")]
+    pub(crate) fn spent() -> Spin {
+        Spin {
+            #[cfg(not(all(test, any(loom, shuttle))))]
+            backoff: crossbeam_utils::Backoff::new(),
+            #[cfg(not(all(test, any(loom, shuttle))))]
+            rounds: Spin::ROUNDS,
+        }
     }
 }

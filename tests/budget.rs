@@ -17,7 +17,7 @@ mod common;
 /// Guest slots of `common::fortress()`: 0 is the single state word. (Sharding does not
 /// change the budget.)
 #[allow(dead_code)]
-const SHARDS: usize = 0;
+const LAYOUT: fortress_gate::Layout = fortress_gate::Layout::Word;
 
 use common::{unlocked, within};
 use fortress_gate::{Abort, Guest};

@@ -30,7 +30,12 @@ use std::time::{Duration, Instant};
 const MIRI: bool = cfg!(miri);
 
 /// Every layout, with the sharded ones small enough that threads share slots.
-const LAYOUTS: [Layout; 3] = [Layout::Word, Layout::Sharded, Layout::Shards(2)];
+const LAYOUTS: [Layout; 4] = [
+    Layout::Word,
+    Layout::Sharded,
+    Layout::Shards(2),
+    Layout::ReadMostly,
+];
 
 /// Long enough never to fire unless something really hangs.
 const HANG: Duration = Duration::from_secs(if MIRI { 900 } else { 60 });

@@ -4,8 +4,8 @@
 // Each included file brings its own copy of `common`, as it does in its own binary.
 #![allow(clippy::duplicate_mod)]
 
-/// Guest slots of the fortresses under test (read by `common::fortress`).
-const SHARDS: usize = 3;
+/// The layout of the fortresses under test (read by `common::fortress`).
+const LAYOUT: fortress_gate::Layout = fortress_gate::Layout::Shards(3);
 
 #[path = "async_cancel.rs"]
 mod async_cancel;

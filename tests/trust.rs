@@ -23,7 +23,7 @@ mod common;
 /// Guest slots of `common::fortress()`: 0 is the single state word. (The tests here
 /// pick their fortresses by hand.)
 #[allow(dead_code)]
-const SHARDS: usize = 0;
+const LAYOUT: fortress_gate::Layout = fortress_gate::Layout::Word;
 
 use common::{
     poll_with, until, until_asleep, CountingWaker, SharedSleeper, Sleeper, Sleepers, HANG,
@@ -125,9 +125,15 @@ fn in_own_process(test: &str, body: impl FnOnce()) {
         body();
         return;
     }
+    // The harness names a test by its module path below the crate: none in this file's
+    // own binary, `trust::` where another binary includes it.
+    let name = match module_path!().split_once("::") {
+        Some((_, module)) => format!("{module}::{test}"),
+        None => test.to_owned(),
+    };
     let exe = std::env::current_exe().expect("the test binary's path");
     let mut child = Command::new(exe)
-        .args([test, "--exact", "--test-threads=1"])
+        .args([name.as_str(), "--exact", "--test-threads=1"])
         .env(CHILD, test)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -25,7 +25,7 @@ mod common;
 /// Guest slots of `common::fortress`: unused here, as every test runs on every layout
 /// itself.
 #[allow(dead_code)]
-const SHARDS: usize = 0;
+const LAYOUT: fortress_gate::Layout = fortress_gate::Layout::Word;
 
 use common::{block_within, fired, join, poll_noop, recv_within, within, HANG};
 use fortress_gate::{Abort, Error, Fortress, Guest, Layout, Worker};
@@ -39,7 +39,12 @@ use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
 
 /// Every layout, each test runs on all of them.
-const LAYOUTS: [Layout; 3] = [Layout::Word, Layout::Sharded, Layout::Shards(3)];
+const LAYOUTS: [Layout; 4] = [
+    Layout::Word,
+    Layout::Sharded,
+    Layout::Shards(3),
+    Layout::ReadMostly,
+];
 
 /// A fortress of `layout` holding `value`, unlocked.
 fn open<T>(value: T, layout: Layout) -> Fortress<T> {

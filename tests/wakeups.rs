@@ -4,10 +4,10 @@
 
 mod common;
 
-/// Guest slots of the fortresses under test: 0 is the single state word.
-/// `tests/sharded.rs` runs this file again with slots.
+/// The layout of the fortresses under test (read by `common::fortress`).
+/// `tests/sharded.rs` and `tests/read_mostly.rs` run this file again in their layouts.
 #[allow(dead_code)]
-const SHARDS: usize = 0;
+const LAYOUT: fortress_gate::Layout = fortress_gate::Layout::Word;
 
 use common::{fired, unlocked, until_asleep, within, Sleepers};
 use fortress_gate::{Abort, Error, Fortress, Worker};

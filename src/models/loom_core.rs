@@ -93,6 +93,28 @@ pub(crate) fn unlocked() -> Fortress {
     fortress
 }
 
+/// Two guards race on an unlocked fortress (made by `unlocked`): one locks down while
+/// the other unlocks and locks down again, and a guest visits. Nothing deadlocks; once
+/// both lockdowns have returned `Ok` the guard's write overlaps no visit. (A lockdown
+/// pending while the other guard unlocks keeps waiting until the other's lockdown
+/// closes the empty fortress.) For the layouts whose guard operations take a pass.
+pub(crate) fn two_guards_race(unlocked: fn() -> Fortress) {
+    let fortress = unlocked();
+    let resource = Resource::new();
+    let (guest, r) = (fortress.guest(), resource.clone());
+    let visitor = thread::spawn(move || guest.visit(|| r.read(), &Abort::never()));
+    let guard = fortress.guard();
+    let other = thread::spawn(move || {
+        guard.unlock().unwrap();
+        guard.lockdown(&Abort::never())
+    });
+    fortress.guard().lockdown(&Abort::never()).unwrap();
+    other.join().unwrap().unwrap();
+    resource.write(1);
+    fortress.guard().unlock().unwrap();
+    assert!(visitor.join().unwrap().unwrap() <= 1);
+}
+
 /// An abort token that has fired already: a wait with it gives up at its first look,
 /// so a guest that is shut out returns `Aborted` instead of sleeping.
 pub(crate) fn fired() -> Abort {

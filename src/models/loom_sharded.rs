@@ -6,7 +6,7 @@
 //!
 //!     RUSTFLAGS="--cfg loom" cargo test --release --lib loom_
 
-use super::loom_core::{model, model_bounded, Resource};
+use super::loom_core::{model, model_bounded, two_guards_race, Resource};
 use crate::{Abort, Error, Fortress, Worker};
 use loom::thread;
 
@@ -104,28 +104,10 @@ fn sharded_abort_during_the_drain_then_unlock() {
     });
 }
 
-/// Two guards race: one locks down while the other unlocks and locks down again, and a
-/// guest visits. Nothing deadlocks; once both lockdowns have returned `Ok` the guard's
-/// write overlaps no visit. (A lockdown pending while the other guard unlocks keeps
-/// waiting until the other's lockdown closes the empty fortress.)
+/// Two guards race (`loom_core::two_guards_race`) over the slots. Bound 2.
 #[test]
 fn sharded_two_guards_racing() {
-    model_bounded(2, || {
-        let fortress = sharded_unlocked();
-        let resource = Resource::new();
-        let (guest, r) = (fortress.guest(), resource.clone());
-        let visitor = thread::spawn(move || guest.visit(|| r.read(), &Abort::never()));
-        let guard = fortress.guard();
-        let other = thread::spawn(move || {
-            guard.unlock().unwrap();
-            guard.lockdown(&Abort::never())
-        });
-        fortress.guard().lockdown(&Abort::never()).unwrap();
-        other.join().unwrap().unwrap();
-        resource.write(1);
-        fortress.guard().unlock().unwrap();
-        assert!(visitor.join().unwrap().unwrap() <= 1);
-    });
+    model_bounded(2, || two_guards_race(sharded_unlocked));
 }
 
 /// Two guests pass through one slot while a lockdown closes it: whichever leaves last

@@ -108,13 +108,11 @@ pub fn fired() -> Abort {
     abort
 }
 
-/// A new (locked) fortress of the kind under test: the single state word, or with
-/// `crate::SHARDS` guest slots when `tests/sharded.rs` runs the suite again.
+/// A new (locked) fortress of the kind under test: `crate::LAYOUT`, the single state
+/// word in each file's own binary, another layout when `tests/sharded.rs` or
+/// `tests/read_mostly.rs` runs the suite again.
 pub fn fortress() -> Fortress {
-    match crate::SHARDS {
-        0 => Fortress::new(),
-        shards => Fortress::with_shards(shards),
-    }
+    Fortress::holding_with((), crate::LAYOUT)
 }
 
 /// A new fortress of the kind under test, unlocked.
