@@ -6,18 +6,24 @@
 //!     strace -f -c -e trace=futex target/release/examples/uncontended
 //!
 //! which should report no futex calls at all. With `--sharded` it runs the same on
-//! `Fortress::sharded()`; under `valgrind --tool=callgrind` the two runs count the
-//! instructions of each design's fast paths.
+//! `Fortress::sharded()`, with `--read-mostly` on a `Layout::ReadMostly` fortress
+//! (whose lockdowns call membarrier, not futex); under `valgrind --tool=callgrind` the
+//! runs count the instructions of each design's fast paths, and with `--visits-only`
+//! only the visit loops run (CI's instruction-count gate, `.ci/callgrind`).
 
-use fortress_gate::{Abort, Error, Fortress};
+use fortress_gate::{Abort, Error, Fortress, Layout};
 use std::hint::black_box;
 
 fn main() -> Result<(), Error> {
     const N: u64 = 1_000_000;
-    let fortress = match std::env::args().any(|arg| arg == "--sharded") {
-        true => Fortress::sharded(),
-        false => Fortress::new(),
+    let args: Vec<String> = std::env::args().collect();
+    let flag = |name: &str| args.iter().any(|arg| arg == name);
+    let layout = match (flag("--sharded"), flag("--read-mostly")) {
+        (true, _) => Layout::Sharded,
+        (_, true) => Layout::ReadMostly,
+        _ => Layout::Word,
     };
+    let fortress = Fortress::holding_with((), layout);
     let (guard, guest) = (fortress.guard(), fortress.guest());
     let never = Abort::never();
     let fired = Abort::new();
@@ -29,6 +35,13 @@ fn main() -> Result<(), Error> {
         sum += guest.visit(|| black_box(i), &never)?;
         drop(black_box(guest.enter(&never)?));
         drop(black_box(guest.try_enter()));
+    }
+    if flag("--visits-only") {
+        let barrier = fortress_gate::read_mostly_barrier().filter(|_| layout == Layout::ReadMostly);
+        println!(
+            "{N} visits, {N} enter/drop, {N} try_enter on {layout:?}, barrier {barrier:?} (checksum {sum})"
+        );
+        return Ok(());
     }
     for _ in 0..N {
         guard.lockdown(&never)?;
