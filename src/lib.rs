@@ -51,7 +51,9 @@
 //! keeps a value of type `T`: visits read it as `&T` and the exclusive phases of
 //! guards write it as `&mut T`, never both at once. [`Fortress::holding_with`] also
 //! picks how guests are kept, a [`Layout`] ([`Layout::Word`], [`Layout::Sharded`],
-//! [`Layout::Shards`]), which [`Fortress::layout`] tells. A [`Visit`] and an
+//! [`Layout::Shards`], and with the `read-mostly` feature `Layout::ReadMostly`, whose
+//! visits make no read-modify-write at all), which [`Fortress::layout`] tells; the
+//! guide's [Choosing a layout](guide#choosing-a-layout) compares them. A [`Visit`] and an
 //! [`OwnedVisit`] deref to `&T` and [`Guest::read`] lends `&T` to a closure; an
 //! [`Exclusive`] and an [`OwnedExclusive`] deref to `&mut T`.
 //! [`Fortress::try_into_inner`] takes the value out and [`Fortress::get_mut`] lends
@@ -169,7 +171,9 @@
 //! * **Too many visits abort the process.** More visits at once than the state word
 //!   can count (2^29; only reachable by leaking visits with [`core::mem::forget`])
 //!   abort the process with a message, as [`Arc`](std::sync::Arc) does when its
-//!   reference count overflows. A forgotten visit stays open for good.
+//!   reference count overflows. A forgotten visit stays open for good. (A read-mostly
+//!   fortress counts visits in 64-bit counters per thread and has no such limit; its
+//!   [`Fortress::guests`] then says at most 2^29.)
 //!
 //! # When to pick it over `RwLock`
 //!
@@ -327,10 +331,16 @@
 //! FreeBSD, macOS, iOS, watchOS and Windows. On any other target the build fails
 //! with an error that names them.
 //!
+//! With the `read-mostly` feature, `Layout::ReadMostly` uses Linux's `membarrier`
+//! (through rustix) for its guards' barrier; elsewhere, and where the kernel refuses
+//! it, such a fortress keeps its guests on the state word, as [`Layout::Word`] does
+//! (`read_mostly_barrier()` tells which).
+//!
 //! The minimum supported Rust version is 1.86.
 #![warn(missing_docs, missing_debug_implementations)]
 // No unsafe code in the crate but in `value.rs`, the module that owns the value's
-// `UnsafeCell` (the loom models' test resource is a `Value` too).
+// `UnsafeCell` (the loom models' test resource is a `Value` too). The read-mostly
+// layout's system call goes through rustix's safe `membarrier`.
 #![deny(unsafe_code)]
 
 // The waits sleep through `atomic-wait`: keep this list equal to the targets its

@@ -823,6 +823,16 @@ fn two_shards() -> Fortress {
     Fortress::with_shards(2)
 }
 
+#[cfg(feature = "read-mostly")]
+fn read_mostly() -> Fortress {
+    let fortress = Fortress::holding_with((), crate::Layout::ReadMostly);
+    assert!(
+        crate::read_mostly_barrier().is_some(),
+        "the scenario runs the counts"
+    );
+    fortress
+}
+
 /// Keeps the panics of [`OnPurpose`] quiet; every other panic is reported by the hook
 /// that was there (shuttle's, which prints the failing schedule, then the default).
 fn quiet_on_purpose() {
@@ -919,4 +929,12 @@ fn shuttle_single_word() {
 #[test]
 fn shuttle_two_shards() {
     check("shuttle_two_shards", two_shards);
+}
+
+/// The scenario on a read-mostly fortress: per-thread counts (each shuttle thread has
+/// its own slot), scans under the pass, leavers that wake the flagged scanners.
+#[cfg(feature = "read-mostly")]
+#[test]
+fn shuttle_read_mostly() {
+    check("shuttle_read_mostly", read_mostly);
 }
