@@ -1,10 +1,11 @@
 //! Reads during reloads: a small in-memory config (64 words) that readers keep reading
-//! while a reloader replaces it every 2 ms, protected by five mechanisms (six variants)
-//! in one run:
+//! while a reloader replaces it every 2 ms, protected by five mechanisms (seven
+//! variants) in one run:
 //!
 //! * on two OS threads of readers (the machine has two cores): fortress-gate's
-//!   blocking `enter` / `exclusive`, `std::sync::RwLock`, `parking_lot::RwLock`, and
-//!   `arc_swap::ArcSwap` (readers `load()`, the reloader `store`s a new `Arc`);
+//!   blocking `enter` / `exclusive` (on the single word, and on `Layout::ReadMostly`),
+//!   `std::sync::RwLock`, `parking_lot::RwLock`, and `arc_swap::ArcSwap` (readers
+//!   `load()`, the reloader `store`s a new `Arc`);
 //! * on a two-worker tokio runtime with 8 reader tasks, each yielding every 64 reads:
 //!   fortress-gate's `enter_async` / `exclusive_async`, and `tokio::sync::RwLock`.
 //!
@@ -24,7 +25,7 @@
 //! `service-runs,<name>,<median reads_per_s>,<min>,<max>,<median p99_ns>,<min>,<max>`.
 
 use arc_swap::ArcSwap;
-use fortress_gate::{Abort, Fortress, Guard, Guest};
+use fortress_gate::{Abort, Fortress, Guard, Guest, Layout};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Barrier};
@@ -69,7 +70,11 @@ struct FortressConfig {
 
 impl FortressConfig {
     fn new() -> FortressConfig {
-        let fortress = Fortress::holding([0; WORDS]); // locked at first
+        FortressConfig::with(Layout::Word)
+    }
+
+    fn with(layout: Layout) -> FortressConfig {
+        let fortress = Fortress::holding_with([0; WORDS], layout); // locked at first
         fortress.guard().unlock().expect("a new fortress unlocks");
         FortressConfig {
             guard: fortress.guard(),
@@ -323,6 +328,11 @@ fn compare(secs: Duration) -> Vec<Outcome> {
     let fresh = || -> Config { [0; WORDS] };
     vec![
         blocking("fortress-gate", &FortressConfig::new(), secs),
+        blocking(
+            "fortress-gate read-mostly",
+            &FortressConfig::with(Layout::ReadMostly),
+            secs,
+        ),
         blocking("std RwLock", &std::sync::RwLock::new(fresh()), secs),
         blocking(
             "parking_lot RwLock",

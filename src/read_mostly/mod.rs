@@ -316,3 +316,45 @@ impl Readers {
         lock(&self.registry.slots).all.len()
     }
 }
+
+#[cfg(all(test, not(any(loom, shuttle))))]
+mod tests {
+    /// The light fence is the visits' alone, and the heavy barrier the guards': each is
+    /// called in exactly one place, `count` and `drained`, so no guard-side path pairs
+    /// a light fence with a visit's (which would forbid nothing).
+    #[test]
+    fn the_light_fence_is_only_the_visits_and_the_heavy_barrier_only_the_guards() {
+        let counts = include_str!("mod.rs");
+        let counts = &counts[..counts.find("#[cfg(all(test, not(any(loom").unwrap()];
+        let gate = include_str!("../gate.rs");
+        let calls = |text: &str, call: &str| {
+            text.lines()
+                .filter(|line| !line.trim_start().starts_with("//") && line.contains(call))
+                .count()
+        };
+        for file in [
+            gate,
+            include_str!("../fortress.rs"),
+            include_str!("../exclusive.rs"),
+        ] {
+            assert_eq!(calls(file, "light("), 0);
+            assert_eq!(calls(file, "heavy("), 0);
+        }
+        assert_eq!(calls(counts, "barrier::light()"), 1);
+        assert_eq!(calls(counts, "barrier::heavy("), 1);
+        let count =
+            &counts[counts.find("fn count(").unwrap()..counts.find("fn count_slow(").unwrap()];
+        assert_eq!(
+            calls(count, "barrier::light()"),
+            1,
+            "the light fence is in `count`"
+        );
+        let drained =
+            &counts[counts.find("fn drained(").unwrap()..counts.find("fn sums(").unwrap()];
+        assert_eq!(
+            calls(drained, "barrier::heavy("),
+            1,
+            "the heavy barrier is in `drained`"
+        );
+    }
+}
