@@ -81,6 +81,15 @@ enum Pass<'a> {
     Readers(crate::sync::MutexGuard<'a, Side>),
 }
 
+/// What a closing pass left (`Gate::closing_pass`).
+#[derive(Clone, Copy, Debug)]
+struct Closed {
+    /// Nobody is inside.
+    empty: bool,
+    /// The pass took the gate for the scoped close's phase.
+    owned: bool,
+}
+
 /// How a scoped lockdown's drain ended (`Gate::drain_for_phase`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Drained {
@@ -571,8 +580,11 @@ impl Gate {
     #[cold]
     fn close_slow(&self) -> Result<bool, Error> {
         // Acquire: as in `close`.
-        self.closing_pass(Acquire, |s| (!s.shut_down()).then(|| s.locked_down()))
-            .map_err(|_| Error::Shutdown)
+        self.closing_pass(Acquire, false, |s| {
+            (!s.shut_down()).then(|| s.locked_down())
+        })
+        .map(|closed| closed.empty)
+        .map_err(|_| Error::Shutdown)
     }
 
     /// A scoped lockdown's fast path: `true` if it took the open, empty gate of a
@@ -605,7 +617,7 @@ impl Gate {
         let sharded = !self.on_the_word();
         let mut close = Close::Owned;
         // Acquire: as in `close`.
-        let closed = self.closing_pass(Acquire, |s| {
+        let closed = self.closing_pass(Acquire, sharded, |s| {
             if s.shut_down() || s.owned() {
                 return None;
             }
@@ -621,6 +633,8 @@ impl Gate {
             Some(new)
         });
         match closed {
+            // The pass took the gate for the phase: the record of its close is void.
+            Ok(Closed { owned: true, .. }) => Ok(Some(Close::Owned)),
             Ok(_) => Ok(Some(close)),
             Err(s) if s.shut_down() => Err(Error::Shutdown),
             Err(_) => Ok(None),
@@ -679,24 +693,34 @@ impl Gate {
         }
     }
 
-    /// Applies `close` (a lockdown or a kill) to the state word and, in a sharded
-    /// fortress, closes the slots: their references go on the word in the same step.
-    /// `Ok(true)` if nobody is inside afterwards.
+    /// Applies `close` (a lockdown or a kill) to the state word and, beside a word that
+    /// does not count guests, closes the slots or the counts: their references go on
+    /// the word in the same step, and those of slots or counts found empty come off it
+    /// before the pass ends, so that no look at the word after the pass sees a
+    /// reference that is only on its way out. With `claim` (a scoped close), if nobody
+    /// is inside then, the pass also takes the gate for the phase, so that no other
+    /// guard operation comes between the close and the claim (on the single word the
+    /// close's own read-modify-write does both). Every waker runs after the pass.
     fn closing_pass(
         &self,
         order: Ordering,
+        claim: bool,
         mut close: impl FnMut(State) -> Option<State>,
-    ) -> Result<bool, State> {
+    ) -> Result<Closed, State> {
         let shards = match &self.hot.spread {
             Spread::Word => {
                 let (old, new) = self.update(order, close)?;
                 self.wake(old.woken_by(new));
                 // During a phase nobody is inside (a guest counted then is bouncing off).
-                return Ok(new.guests() == 0 || new.owned());
+                let empty = new.guests() == 0 || new.owned();
+                return Ok(Closed {
+                    empty,
+                    owned: false,
+                });
             }
             Spread::Shards(shards) => shards,
             #[cfg(feature = "read-mostly")]
-            Spread::Readers(readers) => return self.closing_scan(readers, order, close),
+            Spread::Readers(readers) => return self.closing_scan(readers, order, claim, close),
         };
         // Every change is made before anybody is woken: the word and every slot are
         // closed (a killed fortress admits nobody) and the pass is released before any
@@ -705,23 +729,79 @@ impl Gate {
         let references = shards.open();
         let (old, new) = self.update(order, |s| close(s).map(|n| n.with_references(references)))?;
         let released = shards.close();
+        let settle = self.drop_references_in_pass(released);
+        let owned = claim.then(|| self.claim_in_pass()).flatten();
         drop(pass);
-        // Dropping the references of empty slots may complete the drain (and wake it).
-        self.drop_references(released);
+        Ok(self.after_closing(old, new, settle, owned, released))
+    }
+
+    /// The end of a closing pass, once the pass is released: settles the word if the
+    /// references dropped in the pass emptied it, and wakes whoever the close, the
+    /// settling and the claim concern.
+    fn after_closing(
+        &self,
+        old: State,
+        new: State,
+        settle: bool,
+        owned: Option<Wake>,
+        released: u64,
+    ) -> Closed {
+        if settle {
+            self.leave_contended();
+        }
         self.wake(old.woken_by(new));
-        Ok(new.guests() == released || new.owned())
+        if let Some(wake) = owned {
+            self.wake(wake);
+        }
+        Closed {
+            empty: new.guests() == released || new.owned(),
+            owned: owned.is_some(),
+        }
+    }
+
+    /// Drops `n` references of drained slots or counts from the word inside the pass
+    /// that found them drained. `true` if the word must then be settled
+    /// (`leave_contended`), which the caller does after the pass.
+    fn drop_references_in_pass(&self, n: u64) -> bool {
+        if n == 0 {
+            return false;
+        }
+        // Release: as in `leave_word_by`.
+        let old = State(self.hot.state.fetch_sub(n * ONE_GUEST, Release));
+        debug_assert!(old.guests() >= n, "a reference dropped twice: {old:?}");
+        old.last_out_wakes_after(n)
+    }
+
+    /// Inside the pass of a scoped close that found nobody inside: takes the gate for
+    /// the phase if it is closed, alive, unowned and empty now. The wake it owes (the
+    /// flags the claim settled), for after the pass.
+    fn claim_in_pass(&self) -> Option<Wake> {
+        let mut s = State(self.hot.state.load(Relaxed));
+        loop {
+            let claimed = s.claimed()?;
+            // Acquire: as in `claim_phase`.
+            match self
+                .hot
+                .state
+                .compare_exchange_weak(s.0, claimed.0, Acquire, Relaxed)
+            {
+                Ok(_) => return Some(s.woken_by(claimed)),
+                Err(actual) => s = State(actual),
+            }
+        }
     }
 
     /// `closing_pass` on per-thread counts: the reference goes on the word with the
     /// close (if the counts were open), then, under the same pass, the heavy barrier
-    /// and a scan; if the scan finds nobody inside, the reference is dropped.
+    /// and a scan; if the scan finds nobody inside, the reference comes off again.
     #[cfg(feature = "read-mostly")]
     fn closing_scan(
         &self,
         readers: &Readers,
         order: Ordering,
+        claim: bool,
         mut close: impl FnMut(State) -> Option<State>,
-    ) -> Result<bool, State> {
+    ) -> Result<Closed, State> {
         let mut side = readers.pass();
         let add = u64::from(*side == Side::Open);
         let (old, new) = self.update(order, |s| close(s).map(|n| n.with_references(add)))?;
@@ -734,26 +814,31 @@ impl Gate {
         if released {
             *side = Side::Released;
         }
+        let settle = self.drop_references_in_pass(released.into());
+        let owned = claim.then(|| self.claim_in_pass()).flatten();
         drop(side);
-        self.drop_references(released.into());
-        self.wake(old.woken_by(new));
-        Ok(new.guests() == u64::from(released) || new.owned())
+        Ok(self.after_closing(old, new, settle, owned, released.into()))
     }
 
-    /// A drain waiter of a read-mostly fortress has flagged itself: scans again (the
-    /// heavy barrier first, pairing with the leavers' light fences) before it sleeps.
-    /// `true` if the counts are drained now and the reference was dropped: look again.
+    /// A waiter of a read-mostly fortress about to sleep or to give up: if the counts
+    /// still hold their reference, scans them (the heavy barrier first, pairing with
+    /// the leavers' light fences) and drops it if they are drained. Under the pass, so
+    /// it also waits out any guard operation in progress. `true` if the word is no
+    /// longer `seen`: look again.
     #[cfg(feature = "read-mostly")]
     #[cold]
-    fn rescan(&self, readers: &Readers) -> bool {
+    fn rescan(&self, readers: &Readers, seen: State) -> bool {
         let mut side = readers.pass();
-        if *side != Side::Held || !readers.drained() {
-            return false;
+        if *side == Side::Held && readers.drained() {
+            *side = Side::Released;
+            let settle = self.drop_references_in_pass(1);
+            drop(side);
+            if settle {
+                self.leave_contended();
+            }
+            return true;
         }
-        *side = Side::Released;
-        drop(side);
-        self.drop_references(1);
-        true
+        State(self.hot.state.load(Relaxed)) != seen
     }
 
     /// Closes the gate, then waits until no guest is inside.
@@ -780,7 +865,7 @@ impl Gate {
     pub(crate) fn kill(&self) {
         // AcqRel: Release pairs with the Acquire of every operation that then answers
         // `Shutdown`, so what happened before `kill` is visible to them.
-        let _ = self.closing_pass(AcqRel, |s| (!s.shut_down()).then(|| s.killed()));
+        let _ = self.closing_pass(AcqRel, false, |s| (!s.shut_down()).then(|| s.killed()));
     }
 
     /// Blocks until the fortress is killed and no visit is running, or `abort` fires.
@@ -797,22 +882,21 @@ impl Gate {
         if !matches!(step, Step::Sleep) {
             return step;
         }
-        if !s.has(waiters, kind) {
-            // Relaxed: setting the flag publishes nothing; the waker reads it with its
-            // own read-modify-write, which always sees the latest value.
-            let flagged = s.with_waiter(waiters, kind);
-            if self
+        let flagged = s.with_waiter(waiters, kind);
+        // Relaxed: setting the flag publishes nothing; the waker reads it with its own
+        // read-modify-write, which always sees the latest value.
+        if flagged != s
+            && self
                 .hot
                 .state
                 .compare_exchange(s.0, flagged.0, Relaxed, Relaxed)
                 .is_err()
-            {
-                return Step::Retry;
-            }
+        {
+            return Step::Retry;
         }
         // On per-thread counts nobody's leave touches the word: with the flag set, scan
         // once more before sleeping (a leaver from now on sees the flag and wakes us).
-        if self.scanned_drained(want) {
+        if self.scans(want) && self.settle_beside(want, flagged) {
             return Step::Retry;
         }
         Step::Sleep
@@ -830,24 +914,45 @@ impl Gate {
             Decision::Shutdown => Step::Done(Err(Error::Shutdown)),
             // Per-thread counts may have drained with nobody flagged to see it: scan
             // before answering that the call would have to wait.
-            Decision::Wait if abort.is_aborted() && self.scanned_drained(want) => Step::Retry,
+            // Beside the word, a guard's pass in progress may still change it (a
+            // reference on its way out, a claim): wait it out and look again before
+            // answering that the call would have to wait.
+            Decision::Wait
+                if abort.is_aborted() && !self.on_the_word() && self.settle_beside(want, s) =>
+            {
+                Step::Retry
+            }
             Decision::Wait if abort.is_aborted() => Step::Done(Err(Error::Aborted)),
             Decision::Wait => Step::Sleep,
         };
         (s, step)
     }
 
-    /// For a waiter of the drain (or `wait`) on per-thread counts that still hold their
-    /// reference: scans them (`rescan`). `true` if they were drained and the word
-    /// changed: look again. `false` at once for every other layout and waiter.
+    /// Whether this waiter must scan before it sleeps: a drain or `wait` waiter on
+    /// per-thread counts, which no leaver's read-modify-write settles.
     #[inline]
-    fn scanned_drained(&self, want: Want) -> bool {
+    fn scans(&self, want: Want) -> bool {
         #[cfg(feature = "read-mostly")]
-        if let Spread::Readers(readers) = &self.hot.spread {
-            return want.group() != Waiters::Gate && self.rescan(readers);
+        if matches!(self.hot.spread, Spread::Readers(_)) {
+            return want.group() != Waiters::Gate;
         }
         let _ = want;
         false
+    }
+
+    /// Beside the word: waits out any guard pass in progress and, for a drain or
+    /// `wait` waiter on per-thread counts, scans them (`rescan`). `true` if the word
+    /// is no longer `seen`: look again.
+    #[cold]
+    fn settle_beside(&self, want: Want, seen: State) -> bool {
+        let _ = want; // only the read-mostly counts ask what it waits for
+        let _pass = match &self.hot.spread {
+            Spread::Word => return false,
+            #[cfg(feature = "read-mostly")]
+            Spread::Readers(readers) if self.scans(want) => return self.rescan(readers, seen),
+            _ => self.pass(),
+        };
+        State(self.hot.state.load(Relaxed)) != seen
     }
 
     /// The sleeping loop of threads: a short spin, then futex sleeps on the notifier.

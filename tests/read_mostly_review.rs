@@ -2,7 +2,11 @@
 //! `internals::{snapshot, reader_slots}`). Every wait is bounded, so a lost wake-up is
 //! a failure, not a hang. Where a rule can be checked on the single word as well, the
 //! same scenario runs on `Layout::Word` (and, for information, `Layout::Sharded`): every
-//! rule must hold identically.
+//! rule must hold identically. (Written by an adversarial review of the layout; its
+//! three races of a fired token against another guard's pass failed before the passes
+//! dropped their references and took their phases inside the pass.) Not under Miri: it
+//! races thousands of rounds.
+#![cfg(not(miri))]
 
 use fortress_gate::internals::{reader_slots, snapshot, Kind, Waiters};
 use fortress_gate::{read_mostly_barrier, Abort, Error, Fortress, Layout, OwnedVisit, Worker};
@@ -46,7 +50,10 @@ fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static)
 fn join_within<T>(what: &str, handle: thread::JoinHandle<T>) -> T {
     let start = Instant::now();
     while !handle.is_finished() {
-        assert!(start.elapsed() < HANG, "{what}: still blocked after {HANG:?}");
+        assert!(
+            start.elapsed() < HANG,
+            "{what}: still blocked after {HANG:?}"
+        );
         thread::sleep(Duration::from_millis(1));
     }
     match handle.join() {
@@ -269,7 +276,11 @@ fn wait_with_fired_after_kill_seen(layout: Layout, rounds: usize) -> (usize, Vec
         }
         killer.join().unwrap();
         // Once the kill returned, the answer must certainly be Ok.
-        assert_eq!(fortress.wait_with(&fired()), Ok(()), "{layout:?}: after kill returned");
+        assert_eq!(
+            fortress.wait_with(&fired()),
+            Ok(()),
+            "{layout:?}: after kill returned"
+        );
     }
     (bad, samples)
 }
@@ -283,7 +294,10 @@ fn word_wait_with_fired_token_once_kill_is_seen_and_nobody_inside_is_ok() {
 #[test]
 fn sharded_wait_with_fired_token_once_kill_is_seen_and_nobody_inside_is_ok() {
     let (bad, samples) = wait_with_fired_after_kill_seen(Layout::Sharded, 1000);
-    assert_eq!(bad, 0, "Sharded (for comparison) answered Aborted {bad}/1000 times: {samples:?}");
+    assert_eq!(
+        bad, 0,
+        "Sharded (for comparison) answered Aborted {bad}/1000 times: {samples:?}"
+    );
 }
 
 #[test]
@@ -352,10 +366,22 @@ fn fired_calls_racing_another_guard(
 }
 
 fn check_fired_race(layout: Layout, toggle_both: bool, exclusive: bool) {
-    let (calls, bad, samples) =
-        fired_calls_racing_another_guard(layout, toggle_both, exclusive, Duration::from_millis(1000));
-    let what = if exclusive { "exclusive(&fired)" } else { "lockdown(&fired)" };
-    let other = if toggle_both { "lockdown+unlock" } else { "unlock only" };
+    let (calls, bad, samples) = fired_calls_racing_another_guard(
+        layout,
+        toggle_both,
+        exclusive,
+        Duration::from_millis(1000),
+    );
+    let what = if exclusive {
+        "exclusive(&fired)"
+    } else {
+        "lockdown(&fired)"
+    };
+    let other = if toggle_both {
+        "lockdown+unlock"
+    } else {
+        "unlock only"
+    };
     assert_eq!(
         bad, 0,
         "{layout:?}: {what} answered Aborted {bad}/{calls} times with nobody ever inside, \
@@ -470,7 +496,9 @@ fn chaos(layout: Layout, for_: Duration) -> Arc<Watch> {
                                 watch.visit_begin(&v);
                                 watch.visit_end(&v);
                             }
-                            if let Ok(v) = guest.enter_owned(&Abort::after(Duration::from_millis(2))) {
+                            if let Ok(v) =
+                                guest.enter_owned(&Abort::after(Duration::from_millis(2)))
+                            {
                                 let w = Watched::new(v, watch.clone());
                                 TLS_HELD.with(|h| h.borrow_mut().push(w));
                             }
@@ -537,7 +565,10 @@ fn chaos(layout: Layout, for_: Duration) -> Arc<Watch> {
     // Quiescent: nobody inside.
     assert_eq!(fortress.guests(), 0, "{layout:?}: guests() after the chaos");
     assert_eq!(watch.present.load(SeqCst), 0);
-    within("a final lockdown", move || fortress.guard().lockdown(&Abort::never())).unwrap();
+    within("a final lockdown", move || {
+        fortress.guard().lockdown(&Abort::never())
+    })
+    .unwrap();
     watch
 }
 
@@ -617,15 +648,24 @@ fn read_mostly_single_guard_lockdown_ok_means_empty_until_unlock() {
         match guard.lockdown(&token) {
             Ok(()) => {
                 let present = watch.present.load(SeqCst);
-                assert_eq!(present, 0, "round {rounds}: lockdown Ok with {present} present");
+                assert_eq!(
+                    present, 0,
+                    "round {rounds}: lockdown Ok with {present} present"
+                );
                 assert!(guest.try_enter().is_none(), "a visit entered a locked gate");
                 thread::sleep(Duration::from_micros(50));
                 let present = watch.present.load(SeqCst);
-                assert_eq!(present, 0, "round {rounds}: a visit started after lockdown Ok");
+                assert_eq!(
+                    present, 0,
+                    "round {rounds}: a visit started after lockdown Ok"
+                );
             }
             Err(Error::Aborted) => {
                 assert!(fortress.is_locked(), "an aborted lockdown still locks");
-                assert!(guest.try_enter().is_none(), "a visit entered after an aborted lockdown");
+                assert!(
+                    guest.try_enter().is_none(),
+                    "a visit entered after an aborted lockdown"
+                );
                 // Then lock down again, for good.
                 within("the lockdown after an abort", {
                     let g = fortress.guard();
@@ -723,10 +763,17 @@ fn drain_wakeup_round(layout: Layout, ending: Ending, async_lockdown: bool) {
     until_flag(
         &fortress,
         Waiters::Drain,
-        if async_lockdown { Kind::Task } else { Kind::Thread },
+        if async_lockdown {
+            Kind::Task
+        } else {
+            Kind::Thread
+        },
     );
     thread::sleep(Duration::from_millis(2));
-    assert!(!done.load(SeqCst), "{layout:?} {ending:?}: lockdown returned with a visit inside");
+    assert!(
+        !done.load(SeqCst),
+        "{layout:?} {ending:?}: lockdown returned with a visit inside"
+    );
     match ending {
         Ending::SameThread | Ending::ThreadExitTls => {
             go_tx.send(()).unwrap();
@@ -742,7 +789,10 @@ fn drain_wakeup_round(layout: Layout, ending: Ending, async_lockdown: bool) {
             thread::spawn(move || drop(v)).join().unwrap();
         }
     }
-    let r = join_within(&format!("{layout:?} {ending:?} async={async_lockdown}: the lockdown"), lockdown);
+    let r = join_within(
+        &format!("{layout:?} {ending:?} async={async_lockdown}: the lockdown"),
+        lockdown,
+    );
     assert_eq!(r, Ok(()));
     assert_eq!(fortress.guests(), 0, "{layout:?} {ending:?}");
     assert!(fortress.is_locked());
@@ -834,7 +884,10 @@ fn kill_during_drain_then_wait(layout: Layout) {
     let mut wait_fut = Box::pin(async move { f2.wait_async().await });
     assert!(poll_once(wait_fut.as_mut(), &waker).is_pending());
     fortress.kill();
-    assert_eq!(join_within("lockdown after kill", lockdown), Err(Error::Shutdown));
+    assert_eq!(
+        join_within("lockdown after kill", lockdown),
+        Err(Error::Shutdown)
+    );
     assert_eq!(
         fortress.wait_with(&Abort::after(Duration::from_millis(20))),
         Err(Error::Aborted),
@@ -850,7 +903,10 @@ fn kill_during_drain_then_wait(layout: Layout) {
     until_flag(&fortress, Waiters::Done, Kind::Thread);
     thread::spawn(move || drop(v1)).join().unwrap();
     thread::sleep(Duration::from_millis(5));
-    assert!(!waiter.is_finished(), "{layout:?}: wait returned with a visit inside");
+    assert!(
+        !waiter.is_finished(),
+        "{layout:?}: wait returned with a visit inside"
+    );
     drop(v2); // last one, on this thread
     join_within("wait after the last visit", waiter).unwrap();
     until("wait_async woken", || wakes.0.load(SeqCst) > 0);
@@ -881,14 +937,22 @@ fn async_dropped_mid_drain_trace(layout: Layout) -> Vec<String> {
     let fortress = unlocked((), layout);
     let guard = fortress.guard();
     let mut note = |what: &str, f: &Fortress, extra: String| {
-        trace.push(format!("{what}: locked={} guests={} {extra}", f.is_locked(), f.guests()));
+        trace.push(format!(
+            "{what}: locked={} guests={} {extra}",
+            f.is_locked(),
+            f.guests()
+        ));
     };
     let visit = fortress.guest().enter_owned(&Abort::never()).unwrap();
     // A plain async lockdown polled once (pending), dropped: the gate stays closed.
     {
         let mut fut = pin!(guard.lockdown_async(&never));
         let p = poll_once(fut.as_mut(), Waker::noop());
-        note("lockdown_async polled", &fortress, format!("{:?}", p.is_pending()));
+        note(
+            "lockdown_async polled",
+            &fortress,
+            format!("{:?}", p.is_pending()),
+        );
     }
     note("lockdown_async dropped", &fortress, String::new());
     let v2 = fortress.guest().try_enter().is_some();
@@ -905,7 +969,11 @@ fn async_dropped_mid_drain_trace(layout: Layout) -> Vec<String> {
     {
         let mut fut = pin!(guard.exclusive_async(&never));
         let p = poll_once(fut.as_mut(), Waker::noop());
-        note("exclusive_async polled", &fortress, format!("{:?}", p.is_pending()));
+        note(
+            "exclusive_async polled",
+            &fortress,
+            format!("{:?}", p.is_pending()),
+        );
     }
     note("exclusive_async dropped", &fortress, String::new());
     // Aborted lockdown, then the async exclusive with fired token.
@@ -914,7 +982,11 @@ fn async_dropped_mid_drain_trace(layout: Layout) -> Vec<String> {
     {
         let mut fut = pin!(guard.exclusive_async(&fire));
         let p = poll_once(fut.as_mut(), Waker::noop());
-        note("exclusive_async(fired) on closed gate", &fortress, format!("{p:?}").replace("Exclusive", "X"));
+        note(
+            "exclusive_async(fired) on closed gate",
+            &fortress,
+            format!("{p:?}").replace("Exclusive", "X"),
+        );
     }
     drop(visit);
     note("visit dropped", &fortress, String::new());
@@ -930,7 +1002,11 @@ fn async_dropped_mid_drain_trace(layout: Layout) -> Vec<String> {
     {
         let mut fut = pin!(guard.lockdown_async(&never));
         let p = poll_once(fut.as_mut(), &waker);
-        note("lockdown_async polled with visit", &fortress, format!("{:?}", p.is_pending()));
+        note(
+            "lockdown_async polled with visit",
+            &fortress,
+            format!("{:?}", p.is_pending()),
+        );
         drop(visit);
         let woken = wakes.0.load(SeqCst) > 0;
         note("visit dropped; waker woken", &fortress, format!("{woken}"));
@@ -1020,7 +1096,9 @@ fn quiescent_trace(layout: Layout) -> Vec<String> {
     );
     note!(
         "exclusive(short) backs out",
-        guard.exclusive(&Abort::after(Duration::from_millis(5))).map(drop)
+        guard
+            .exclusive(&Abort::after(Duration::from_millis(5)))
+            .map(drop)
     );
     drop(e);
     note!("e dropped");
@@ -1062,7 +1140,9 @@ fn quiescent_trace(layout: Layout) -> Vec<String> {
     note!("unlock", guard.unlock());
     note!(
         "exclusive(short) with forgotten",
-        guard.exclusive(&Abort::after(Duration::from_millis(5))).map(drop)
+        guard
+            .exclusive(&Abort::after(Duration::from_millis(5)))
+            .map(drop)
     );
     fortress.kill();
     note!("killed");
@@ -1105,7 +1185,9 @@ struct Probe {
 
 impl Drop for Probe {
     fn drop(&mut self) {
-        let Some(guest) = self.guest.take() else { return };
+        let Some(guest) = self.guest.take() else {
+            return;
+        };
         let result = match guest.enter(&Abort::after(Duration::from_secs(10))) {
             Ok(visit) => {
                 self.inside.take().unwrap().send(()).unwrap();
@@ -1161,8 +1243,14 @@ fn visit_from_tls_destructor(early: bool, second_fortress: bool, no_prior_visit:
             PROBE.with(|p| *p.borrow_mut() = Some(probe));
         }
     });
-    inside_rx.recv_timeout(HANG).expect("the destructor's visit");
-    assert_eq!(target.guests(), 1, "early={early} second={second_fortress} none={no_prior_visit}");
+    inside_rx
+        .recv_timeout(HANG)
+        .expect("the destructor's visit");
+    assert_eq!(
+        target.guests(),
+        1,
+        "early={early} second={second_fortress} none={no_prior_visit}"
+    );
     // A phase must wait for the destructor's visit.
     let done = Arc::new(AtomicBool::new(false));
     let phase = {
@@ -1213,8 +1301,12 @@ fn read_mostly_threads_exiting_mid_drain_with_tls_visits() {
         let go_rx = Arc::new(Mutex::new(go_rx));
         let threads: Vec<_> = (0..4)
             .map(|i| {
-                let (guest, watch, start, go_rx) =
-                    (fortress.guest(), watch.clone(), start.clone(), go_rx.clone());
+                let (guest, watch, start, go_rx) = (
+                    fortress.guest(),
+                    watch.clone(),
+                    start.clone(),
+                    go_rx.clone(),
+                );
                 thread::spawn(move || {
                     if (i + round) % 2 == 0 {
                         TLS_HELD.with(|h| assert!(h.borrow().is_empty()));
@@ -1249,7 +1341,10 @@ fn read_mostly_threads_exiting_mid_drain_with_tls_visits() {
     assert_eq!(watch.overlaps.load(SeqCst), 0);
     if counts_beside() {
         let slots = reader_slots(&fortress);
-        assert!(slots <= 8, "{slots} slots for 4 threads at a time (+ slack)");
+        assert!(
+            slots <= 8,
+            "{slots} slots for 4 threads at a time (+ slack)"
+        );
     }
 }
 
@@ -1337,7 +1432,11 @@ fn read_mostly_many_fortresses_alternately_with_drops_and_new_ones() {
         stop.store(false, SeqCst);
         for (f, w) in &fortresses {
             assert_eq!(w.overlaps.load(SeqCst), 0, "generation {generation}");
-            assert_eq!(f.guests(), 0, "generation {generation}: guests() of a quiescent fortress");
+            assert_eq!(
+                f.guests(),
+                0,
+                "generation {generation}: guests() of a quiescent fortress"
+            );
             assert_eq!(w.present.load(SeqCst), 0);
             // Make sure each is open for the next generation.
             f.guard().unlock().unwrap();
@@ -1367,7 +1466,10 @@ fn read_mostly_fortresses_dropped_while_threads_hold_slot_entries() {
     let (txs, pool): (Vec<mpsc::Sender<Job>>, Vec<_>) = (0..3)
         .map(|_| {
             let (tx, rx) = mpsc::channel::<Job>();
-            (tx, thread::spawn(move || rx.into_iter().for_each(|job| job())))
+            (
+                tx,
+                thread::spawn(move || rx.into_iter().for_each(|job| job())),
+            )
         })
         .unzip();
     let run_on = |i: usize, job: Job| {
@@ -1392,7 +1494,9 @@ fn read_mostly_fortresses_dropped_while_threads_hold_slot_entries() {
                         assert_eq!(*g.enter(&Abort::never()).unwrap(), generation);
                     }
                     if i == 0 && generation % 5 == 0 {
-                        kept.lock().unwrap().push(g.enter_owned(&Abort::never()).unwrap());
+                        kept.lock()
+                            .unwrap()
+                            .push(g.enter_owned(&Abort::never()).unwrap());
                     }
                 }),
             );
@@ -1549,7 +1653,6 @@ fn read_mostly_waker_that_reenters_from_a_leavers_wake() {
     }
 }
 
-
 // ------------------------------------------------------------------------------------
 // 10. The last opener's drop kills a closed fortress; wakers that run guard operations.
 // ------------------------------------------------------------------------------------
@@ -1570,7 +1673,10 @@ fn last_opener_drop_kills(layout: Layout) -> Vec<String> {
     // (A waiting lockdown would hold an opener itself: only guests wait here.)
     drop(guard);
     drop(fortress); // the last opener: kills the closed fortress
-    trace.push(format!("guest: {:?}", join_within("the waiting guest", waiting_guest)));
+    trace.push(format!(
+        "guest: {:?}",
+        join_within("the waiting guest", waiting_guest)
+    ));
     trace.push(format!("try_enter: {}", guest.try_enter().is_some()));
     drop(visit);
     trace.push(format!("visit after: {:?}", guest.visit(|| (), &fired())));
@@ -1640,7 +1746,9 @@ fn read_mostly_wakers_that_run_guard_operations() {
             );
             within("the leaver", move || drop(visit));
         }
-        until("wait_async woken", || poll_once(wait.as_mut(), &waker).is_ready());
+        until("wait_async woken", || {
+            poll_once(wait.as_mut(), &waker).is_ready()
+        });
     }
 }
 
@@ -1672,7 +1780,10 @@ fn panic_and_reentry(layout: Layout) -> Vec<String> {
     until_flag(&fortress, Waiters::Drain, Kind::Thread);
     go_tx.send(()).unwrap();
     trace.push(format!("panicked: {}", panicker.join().is_err()));
-    trace.push(format!("lockdown: {:?}", join_within("the lockdown", lockdown)));
+    trace.push(format!(
+        "lockdown: {:?}",
+        join_within("the lockdown", lockdown)
+    ));
     trace.push(format!("guests: {}", fortress.guests()));
     fortress.guard().unlock().unwrap();
     // A visit that locks down its own fortress: waits until its abort fires.
@@ -1683,7 +1794,11 @@ fn panic_and_reentry(layout: Layout) -> Vec<String> {
     );
     trace.push(format!("lockdown inside own visit: {r:?}"));
     // The gate stays closed (an aborted lockdown still locks); the visit has ended.
-    trace.push(format!("locked={} guests={}", fortress.is_locked(), fortress.guests()));
+    trace.push(format!(
+        "locked={} guests={}",
+        fortress.is_locked(),
+        fortress.guests()
+    ));
     trace.push(format!("lockdown now: {:?}", guard.lockdown(&fired())));
     guard.unlock().unwrap();
     // Visiting again while a lockdown waits for this very visit.
@@ -1693,10 +1808,16 @@ fn panic_and_reentry(layout: Layout) -> Vec<String> {
         thread::spawn(move || g.lockdown(&Abort::never()))
     };
     until_flag(&fortress, Waiters::Drain, Kind::Thread);
-    let again = fortress.guest().enter(&Abort::after(Duration::from_millis(20))).map(drop);
+    let again = fortress
+        .guest()
+        .enter(&Abort::after(Duration::from_millis(20)))
+        .map(drop);
     trace.push(format!("re-entry while a lockdown waits: {again:?}"));
     drop(visit);
-    trace.push(format!("lockdown: {:?}", join_within("the lockdown", waiting)));
+    trace.push(format!(
+        "lockdown: {:?}",
+        join_within("the lockdown", waiting)
+    ));
     trace
 }
 
@@ -1721,7 +1842,10 @@ fn read_mostly_dropped_async_lockdown_then_blocking_lockdown_is_woken() {
             assert!(poll_once(fut.as_mut(), &waker).is_pending());
             assert!(snapshot(&fortress).has(Waiters::Drain, Kind::Task));
         }
-        assert!(!snapshot(&fortress).has(Waiters::Drain, Kind::Task), "round {round}");
+        assert!(
+            !snapshot(&fortress).has(Waiters::Drain, Kind::Task),
+            "round {round}"
+        );
         let blocking = {
             let g = fortress.guard();
             thread::spawn(move || g.lockdown(&Abort::never()))
