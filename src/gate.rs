@@ -314,8 +314,15 @@ impl Gate {
         // the exit: this load sees the flag, or that scan sees the exit.
         let s = State(self.hot.state.load(Relaxed));
         if s.has_scanners() {
-            self.wake(s.scanners());
+            self.wake_scanners(s);
         }
+    }
+
+    /// A leaver saw lockdowns or `wait` callers flagged: wakes them to scan again.
+    #[cfg(feature = "read-mostly")]
+    #[cold]
+    fn wake_scanners(&self, s: State) {
+        self.wake(s.scanners());
     }
 
     /// Undoes a refused optimistic increment.

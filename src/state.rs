@@ -327,20 +327,24 @@ impl State {
         self.0 & (LOCKED | SHUTDOWN) == 0
     }
 
-    /// Lockdowns or `wait` callers are flagged on a closed (or killed) gate: on a
-    /// read-mostly fortress a leaving guest wakes them to scan the counts again. (On an
-    /// open gate no scan can succeed, and the next close scans anyway.)
+    /// Lockdowns or `wait` callers are flagged: on a read-mostly fortress a leaving
+    /// guest wakes them to scan the counts again ([`State::scanners`]).
     #[inline]
     #[cfg_attr(not(feature = "read-mostly"), allow(dead_code))]
     pub const fn has_scanners(self) -> bool {
-        self.0 & SCANNERS != 0 && self.0 & (LOCKED | SHUTDOWN) != 0
+        self.0 & SCANNERS != 0
     }
 
-    /// The scanners flagged in this state, to wake (their flags stay set).
+    /// The scanners to wake in this state (their flags stay set): those flagged, if
+    /// the gate is closed or killed. On an open gate no scan can succeed, and the next
+    /// close scans anyway.
     #[inline]
     #[cfg_attr(not(feature = "read-mostly"), allow(dead_code))]
     pub const fn scanners(self) -> Wake {
-        Wake(self.0 & SCANNERS)
+        match self.0 & (LOCKED | SHUTDOWN) {
+            0 => Wake(0),
+            _ => Wake(self.0 & SCANNERS),
+        }
     }
 
     /// The count has reached [`MAX_GUESTS`]: admitting one more guest is refused.
