@@ -291,9 +291,22 @@ fn read_mostly_rows(rows: &mut Rows<'_>, rounds: usize, word_visit: &impl Fn(), 
             )
         },
     );
+    let std_lock = RwLock::new(0_u64);
+    rows.add(
+        "read_mostly_std",
+        "read-mostly read u64 / std RwLock<u64> read",
+        Some(0.90),
+        || {
+            paired(
+                rounds,
+                || _ = black_box(guest.read(|v| *v, &never).unwrap()),
+                || _ = black_box(*std_lock.read().unwrap()),
+            )
+        },
+    );
     rows.add(
         "read_mostly_word",
-        "read-mostly visit / single-word visit",
+        "read-mostly visit / single-word visit (1.10 in the fallback)",
         None,
         || {
             paired(

@@ -8,6 +8,9 @@
 //! * `lockdown`: lockdown + unlock with nobody inside, with 1, 2, 16 and 64 threads
 //!   that have visited (all but the timing thread parked): median and p99 of 2,000
 //!   cycles, and the first lockdown of each fortress apart;
+//! * `lockdown beside a busy visitor`: the same, while another thread keeps visiting
+//!   (the lockdown waits for its visit, and the barrier interrupts its CPU), on a
+//!   read-mostly fortress and on the single word;
 //! * `memory`: what a thread's first visit to a fortress adds to the process's
 //!   resident memory (its slot, and its entries in the two lists), over 10,000
 //!   fortresses that one thread visits, less what the fortresses take unvisited.
@@ -142,6 +145,38 @@ fn lockdowns(threads: usize) {
     println!("read_mostly,lockdown_{threads},{med:.3},{p99:.3}");
 }
 
+/// Lockdown + unlock while another thread keeps visiting (each lockdown waits for the
+/// visit in progress, and its barrier interrupts the visiting thread's CPU): median and
+/// p99 of 2,000 cycles, on a read-mostly fortress and on the single word.
+fn lockdowns_beside_a_visitor(layout: Layout) {
+    const CYCLES: usize = 2_000;
+    let fortress = open(layout);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (guest, halt) = (fortress.guest(), stop.clone());
+    let visitor = thread::spawn(move || {
+        while !halt.load(Relaxed) {
+            // Waits while the gate is closed, as a guest does.
+            drop(black_box(guest.enter(&Abort::never()).unwrap()));
+        }
+    });
+    let (guard, never) = (fortress.guard(), Abort::never());
+    let mut times = Vec::with_capacity(CYCLES);
+    for _ in 0..CYCLES {
+        let began = Instant::now();
+        guard.lockdown(&never).unwrap();
+        guard.unlock().unwrap();
+        times.push(began.elapsed().as_nanos() as f64 / 1e3);
+        thread::sleep(Duration::from_micros(20)); // let the visitor visit
+    }
+    stop.store(true, Relaxed);
+    visitor.join().unwrap();
+    let (med, p99) = (median(&mut times), percentile(&mut times, 0.99));
+    println!(
+        "lockdown beside a busy visitor, {layout:?}: lockdown+unlock median {med:.2} µs, p99 {p99:.2} µs"
+    );
+    println!("read_mostly,lockdown_busy_{layout:?},{med:.3},{p99:.3}");
+}
+
 /// The process's resident memory in bytes (Linux; 0 elsewhere).
 fn resident() -> usize {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
@@ -195,6 +230,8 @@ fn main() {
         for threads in [1, 2, 16, 64] {
             lockdowns(threads);
         }
+        lockdowns_beside_a_visitor(Layout::ReadMostly);
+        lockdowns_beside_a_visitor(Layout::Word);
         memory();
     }
 }

@@ -947,6 +947,17 @@ impl Gate {
         false
     }
 
+    /// A read-mostly fortress's counts look drained: their sums agree, read without
+    /// the heavy barrier (an entry still in a store buffer may hide), so only a hint
+    /// that a scan is now worth its barrier. `false` on the other layouts.
+    fn looks_drained(&self) -> bool {
+        match &self.hot.spread {
+            #[cfg(feature = "read-mostly")]
+            Spread::Readers(readers) => readers.inside() == 0,
+            _ => false,
+        }
+    }
+
     /// Beside the word: waits out any guard pass in progress and, for a drain or
     /// `wait` waiter on per-thread counts, scans them (`rescan`). `true` if the word
     /// is no longer `seen`: look again.
@@ -967,15 +978,14 @@ impl Gate {
         let waiters = want.group();
         // A short spin first: most visits and most lockdowns are brief.
         let mut spin = Spin::new();
-        // Per-thread counts only change the word when a scan says so: no use spinning.
-        #[cfg(feature = "read-mostly")]
-        if matches!(self.hot.spread, Spread::Readers(_)) && waiters != Waiters::Gate {
-            spin = Spin::spent();
-        }
+        // Per-thread counts change the word only when a scan says so: spin on a look at
+        // them instead, and go on (to flag, scan and maybe sleep) once they look drained.
+        let scans = self.scans(want);
         loop {
             let s = State(self.hot.state.load(Relaxed));
             match want.decide(s) {
                 Decision::Wait if abort.is_aborted() => break,
+                Decision::Wait if scans && self.looks_drained() => break,
                 Decision::Wait if spin.spin() => continue,
                 _ => break,
             }

@@ -161,15 +161,4 @@ impl Spin {
     pub(crate) fn spin(&mut self) -> bool {
         false
     }
-
-    /// A spin whose budget is spent already: the wait sleeps at once.
-    #[cfg(feature = "read-mostly")]
-    pub(crate) fn spent() -> Spin {
-        Spin {
-            #[cfg(not(all(test, any(loom, shuttle))))]
-            backoff: crossbeam_utils::Backoff::new(),
-            #[cfg(not(all(test, any(loom, shuttle))))]
-            rounds: Spin::ROUNDS,
-        }
-    }
 }
