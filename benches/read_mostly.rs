@@ -18,7 +18,7 @@
 //! `cargo run -p fortress-gate-benches --release --bin read_mostly -- --runs 3`
 //! (`ROUNDS` sets the rounds of `both_cores`). On a quiet machine only.
 
-use fortress_gate::{read_mostly_barrier, Abort, Fortress, Guest, Layout};
+use fortress_gate::{read_mostly_barrier, Abort, Fortress, Guard, Guest, Layout};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{mpsc, Arc, Barrier};
@@ -102,8 +102,24 @@ fn both_cores(rounds: usize) {
     println!("read_mostly,both_cores_ratio,{:.4}", median(&mut ratio));
 }
 
+/// Times 2,000 cycles of lockdown + unlock, with `pause` after each: median and p99 in
+/// µs.
+fn cycles(guard: &Guard, pause: Duration) -> (f64, f64) {
+    let never = Abort::never();
+    let mut times = Vec::with_capacity(2_000);
+    for _ in 0..2_000 {
+        let began = Instant::now();
+        guard.lockdown(&never).unwrap();
+        guard.unlock().unwrap();
+        times.push(began.elapsed().as_nanos() as f64 / 1e3);
+        if !pause.is_zero() {
+            thread::sleep(pause);
+        }
+    }
+    (median(&mut times), percentile(&mut times, 0.99))
+}
+
 fn lockdowns(threads: usize) {
-    const CYCLES: usize = 2_000;
     let fortress = open(Layout::ReadMostly);
     let never = Abort::never();
     // `threads - 1` threads visit once and park; this thread is the last.
@@ -128,16 +144,9 @@ fn lockdowns(threads: usize) {
     guard.lockdown(&never).unwrap();
     let first = first.elapsed().as_nanos() as f64 / 1e3;
     guard.unlock().unwrap();
-    let mut times = Vec::with_capacity(CYCLES);
-    for _ in 0..CYCLES {
-        let began = Instant::now();
-        guard.lockdown(&never).unwrap();
-        guard.unlock().unwrap();
-        times.push(began.elapsed().as_nanos() as f64 / 1e3);
-    }
+    let (med, p99) = cycles(&guard, Duration::ZERO);
     release.wait();
     parked_threads.into_iter().for_each(|t| t.join().unwrap());
-    let (med, p99) = (median(&mut times), percentile(&mut times, 0.99));
     println!(
         "lockdown: {threads:>2} threads that visited: lockdown+unlock median {med:.2} µs, p99 {p99:.2} µs \
          (first lockdown {first:.2} µs, not counted)"
@@ -149,7 +158,6 @@ fn lockdowns(threads: usize) {
 /// visit in progress, and its barrier interrupts the visiting thread's CPU): median and
 /// p99 of 2,000 cycles, on a read-mostly fortress and on the single word.
 fn lockdowns_beside_a_visitor(layout: Layout) {
-    const CYCLES: usize = 2_000;
     let fortress = open(layout);
     let stop = Arc::new(AtomicBool::new(false));
     let (guest, halt) = (fortress.guest(), stop.clone());
@@ -159,18 +167,10 @@ fn lockdowns_beside_a_visitor(layout: Layout) {
             drop(black_box(guest.enter(&Abort::never()).unwrap()));
         }
     });
-    let (guard, never) = (fortress.guard(), Abort::never());
-    let mut times = Vec::with_capacity(CYCLES);
-    for _ in 0..CYCLES {
-        let began = Instant::now();
-        guard.lockdown(&never).unwrap();
-        guard.unlock().unwrap();
-        times.push(began.elapsed().as_nanos() as f64 / 1e3);
-        thread::sleep(Duration::from_micros(20)); // let the visitor visit
-    }
+    // A pause between cycles lets the visitor visit.
+    let (med, p99) = cycles(&fortress.guard(), Duration::from_micros(20));
     stop.store(true, Relaxed);
     visitor.join().unwrap();
-    let (med, p99) = (median(&mut times), percentile(&mut times, 0.99));
     println!(
         "lockdown beside a busy visitor, {layout:?}: lockdown+unlock median {med:.2} µs, p99 {p99:.2} µs"
     );
