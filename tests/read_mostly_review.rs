@@ -22,30 +22,20 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
 
-const HANG: Duration = Duration::from_secs(30);
+mod common;
+
+/// The layout of `common::fortress` (not used here: each test names its layouts).
+#[allow(dead_code)]
+const LAYOUT: Layout = Layout::ReadMostly;
+
+use common::{within, HANG};
+
 const RM: Layout = Layout::ReadMostly;
 const WORD: Layout = Layout::Word;
 
 // ------------------------------------------------------------------------------------
 // Helpers
 // ------------------------------------------------------------------------------------
-
-/// Runs `f` on its own thread; fails the test if it has not returned within `HANG`.
-fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    let handle = thread::spawn(move || {
-        let out = f();
-        let _ = tx.send(());
-        out
-    });
-    match rx.recv_timeout(HANG) {
-        Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => match handle.join() {
-            Ok(out) => out,
-            Err(panic) => std::panic::resume_unwind(panic),
-        },
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("{what}: still blocked after {HANG:?}"),
-    }
-}
 
 fn join_within<T>(what: &str, handle: thread::JoinHandle<T>) -> T {
     let start = Instant::now();
