@@ -164,12 +164,12 @@ impl Gate {
             Spread::Shards(shards) => shards.guests(),
             #[cfg(feature = "read-mostly")]
             Spread::Readers(readers) => {
-                // Under the pass the word's reference agrees with the side (but for one
-                // that a closing pass released and has not dropped yet: then the
-                // snapshot counts one guest too many for an instant).
-                let side = *readers.pass();
+                // Under the pass the word's reference agrees with the side: passes put it
+                // on and take it off inside themselves.
+                let side = readers.pass();
                 let s = State(self.hot.state.load(Relaxed));
-                let references = u64::from(side == Side::Held);
+                let references = u64::from(*side == Side::Held);
+                drop(side);
                 let word = s.guests().saturating_sub(references);
                 // Forgotten visits could take the counts past what the word's field
                 // holds: the snapshot says `MAX_GUESTS` then.
